@@ -1,0 +1,44 @@
+# Lantu — `make demo` and `make test` are all a fresh Debian bookworm machine needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := $(shell grep -v '^\s*\#' deps/apt.txt | xargs)
+STAMP := $(VENV)/.lantu-installed
+
+.PHONY: install demo test lint bench clean-var
+
+install: apt $(STAMP)
+
+# Debian packages from deps/apt.txt: installed when missing (root or sudo), else the exact command is shown.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	  else echo "Missing Debian packages. Run:  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; fi; \
+	  echo "Installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq$$missing; \
+	fi
+
+$(STAMP): deps/requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r deps/requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/lantu db start
+	$(BIN)/lantu demo load --scale small
+	$(BIN)/lantu serve
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	@for b in bench/*; do [ -x "$$b" ] && echo "== $$b" && $$b; done; true

@@ -1,0 +1,1 @@
+"""pycsw mount, record generation and OGC API – Records (later issues)."""

@@ -1,0 +1,1 @@
+"""OGC API – Processes plugins, job queue and worker (later issues)."""

@@ -1,0 +1,1 @@
+"""Tile matrix sets, MVT, MapProxy configuration and seeding (later issues)."""
