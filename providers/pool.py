@@ -5,7 +5,8 @@ Only ``providers/`` talks to PostgreSQL, and only through this module. Usage::
     with pool.connection() as conn:          # commit on success, rollback on error
         with conn.cursor() as cur: ...
 
-A connection idle longer than ``pool_ping_after_s`` is pinged before it is handed out; a dead one is
+A connection idle longer than ``pool_ping_after_s``, or whose socket has unexpected input (the server
+closed it), is pinged before it is handed out; a dead one is
 replaced, and every other idle connection is dropped too (after a restart they are all dead), so the first
 request after PostgreSQL comes back already gets a working connection.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +58,7 @@ class Pool:
             if self._pool is None:
                 try:
                     self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        self._minconn, self._maxconn, self.dsn, options=self.options)
+                        self._minconn, self._maxconn, self.dsn, options=self.options, connect_timeout=5)
                 except DISCONNECT_ERRORS as exc:
                     raise DatabaseUnavailable(str(exc).strip()) from exc
             return self._pool
@@ -70,7 +72,8 @@ class Pool:
         except DISCONNECT_ERRORS as exc:
             raise DatabaseUnavailable(str(exc).strip()) from exc
         idle = time.monotonic() - self._last_used.get(id(conn), 0.0)
-        if conn.closed or (idle > self.ping_after_s and not _alive(conn)):
+        suspect = conn.closed or idle > self.ping_after_s or _has_pending_input(conn)
+        if suspect and not _alive(conn):
             self._discard(conn)
             self.drop_idle()
             try:
@@ -102,9 +105,14 @@ class Pool:
         try:
             yield conn
             conn.commit()
-        except DISCONNECT_ERRORS as exc:
-            broken = True
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+        except psycopg2.Error as exc:
+            # A lost server shows up as OperationalError, InterfaceError or a bare DatabaseError; what they
+            # share is that libpq has marked the connection closed.
+            if conn.closed or isinstance(exc, DISCONNECT_ERRORS):
+                broken = True
+                raise DatabaseUnavailable(str(exc).strip()) from exc
+            conn.rollback()
+            raise
         except BaseException:
             if not conn.closed:
                 try:
@@ -127,13 +135,22 @@ class Pool:
                 self._pool = None
 
 
+def _has_pending_input(conn: psycopg2.extensions.connection) -> bool:
+    """An idle connection has nothing to read unless the server closed it or sent a termination notice:
+    a zero-cost check (no round trip) that catches restarts between two quick requests."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg2.InterfaceError):
+        return True
+
+
 def _alive(conn: psycopg2.extensions.connection) -> bool:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
         conn.rollback()
         return True
-    except DISCONNECT_ERRORS:
+    except psycopg2.Error:  # whatever the ping fails with, this connection is not usable
         return False
 
 

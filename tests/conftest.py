@@ -27,6 +27,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def port_factory():
+    """A callable returning a free loopback port (modules cannot import conftest: a `tests` package from
+    site-packages would shadow it)."""
+    return free_port
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "blueprint-layers.csv").exists():
         pytest.fail(f"../shared (the platform's layer list and conformance data) not found at {SHARED}")

@@ -1,0 +1,224 @@
+"""The ``lantu`` command line: one click group per concern.
+
+Exit codes: 0 success, 1 failure (one-line reason on stderr), 2 usage error (click's own).
+Set ``LANTU_DEBUG=1`` to see the traceback of a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from lantu.config.registry import RegistryError, load_registry
+from lantu.config.settings import Settings, load_settings
+
+
+class LantuGroup(click.Group):
+    """Turns any failure into one line on stderr and exit code 1 (usage errors stay click's exit 2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError, SystemExit):
+            raise
+        except BrokenPipeError:  # output piped into `head` and closed early: not a failure
+            sys.stderr.close()
+            sys.exit(0)
+        except Exception as exc:  # noqa: BLE001 - the CLI's single reporting point
+            if os.environ.get("LANTU_DEBUG"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"lantu: error: {message}", err=True)
+            sys.exit(1)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+@click.group(cls=LantuGroup)
+@click.version_option(package_name="lantu")
+def main() -> None:
+    """蓝图 Lantu — OGC service server for 多规合一 planning platforms."""
+
+
+# ---- db ----------------------------------------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def db() -> None:
+    """The embedded PostgreSQL/PostGIS cluster (or the external one of LANTU_DATABASE_URL)."""
+
+
+def _cluster(settings: Settings):
+    from lantu.providers.cluster import Cluster
+
+    if not settings.embedded:
+        raise click.UsageError("LANTU_DATABASE_URL is set: Lantu uses an external PostGIS and does not manage it")
+    return Cluster.from_settings(settings)
+
+
+@db.command("start")
+def db_start() -> None:
+    """Initialise on first use, start, create PostGIS and apply migrations."""
+    from lantu.providers.database import prepare
+
+    settings = _settings()
+    cluster = _cluster(settings)
+    was_running = cluster.running() if cluster.initialised else False
+    prepare(settings, load_registry())
+    state = "already running" if was_running else "started"
+    click.echo(f"database {state}: socket {cluster.socket_dir}, port {cluster.port}, data {cluster.data_dir}")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded cluster (data is kept)."""
+    stopped = _cluster(_settings()).stop()
+    click.echo("database stopped" if stopped else "database was not running")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Say whether the database runs and which migrations are applied (exit 1 if it is down)."""
+    from lantu.providers.pool import get_pool
+
+    settings = _settings()
+    if settings.embedded:
+        cluster = _cluster(settings)
+        if not cluster.initialised or not cluster.running():
+            click.echo(f"database not running (data {cluster.data_dir})")
+            sys.exit(1)
+        click.echo(f"database running: socket {cluster.socket_dir}, port {cluster.port}, data {cluster.data_dir}")
+    with get_pool(settings).connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT postgis_lib_version(), (SELECT max(version) FROM lantu.schema_migrations)")
+        postgis, version = cur.fetchone()
+    click.echo(f"PostGIS {postgis}, schema version {version}")
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations and create missing layer tables."""
+    from lantu.providers.database import prepare
+    from lantu.providers.migrate import migrate
+
+    settings = _settings()
+    pool = prepare(settings, load_registry(), start=False)
+    with pool.connection() as conn:
+        applied = migrate(conn)
+    click.echo("applied: " + ", ".join(applied) if applied else "schema up to date")
+
+
+@db.command("psql", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def db_psql(args: tuple[str, ...]) -> None:
+    """Open psql on the Lantu database (extra arguments go to psql)."""
+    from lantu.providers.pool import dsn_for
+
+    sys.exit(subprocess.call(["psql", dsn_for(_settings()), *args]))
+
+
+# ---- demo --------------------------------------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def demo() -> None:
+    """The synthetic demo county 长沙县 (430121)."""
+
+
+@demo.command("load")
+@click.option("--scale", type=click.Choice(["small", "county"]), default="small", show_default=True)
+@click.option("--seed", type=int, default=430121, show_default=True)
+def demo_load(scale: str, seed: int) -> None:
+    """Build the demo county and replace every layer with it (one transaction)."""
+    from lantu.demo.load import load_demo
+    from lantu.providers.database import prepare
+
+    settings = _settings()
+    registry = load_registry()
+    pool = prepare(settings, registry)
+    summary = load_demo(pool, registry, settings, scale=scale, seed=seed)
+    total = sum(summary["counts"].values())
+    click.echo(f"demo {scale} (seed {seed}) loaded: {total} features in {len(summary['counts'])} layers; "
+               f"truth {summary['truth']}; DEM {summary['dem']}")
+
+
+# ---- load --------------------------------------------------------------------------------------------
+@main.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--layer", "layer_id", required=True, help="registry layer id, e.g. basic_farmland")
+@click.option("--mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True)
+@click.option("--srs", default=None, help="CRS to assume when the file has none, e.g. EPSG:4490")
+@click.option("--make-valid", is_flag=True, help="repair invalid geometries instead of refusing them")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+              help="where to write the QC report (.json and .txt); default $LANTU_HOME/reports/")
+def load(file: Path, layer_id: str, mode: str, srs: str | None, make_valid: bool, report_path: Path | None) -> None:
+    """Load FILE (GeoPackage, Shapefile or zip, GeoJSON) into a layer after QC: all or nothing."""
+    from lantu.providers.database import prepare
+    from lantu.providers.intake import run_intake
+
+    settings = _settings()
+    registry = load_registry()
+    pool = prepare(settings, registry)
+    result = run_intake(pool, registry, file, layer_id, mode=mode, srs=srs, make_valid=make_valid,
+                        who=os.environ.get("USER", "lantu"), report_path=report_path,
+                        reports_dir=settings.home / "reports")
+    click.echo(str(result))
+
+
+# ---- layers ------------------------------------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def layers() -> None:
+    """The layer registry."""
+
+
+@layers.command("list")
+def layers_list() -> None:
+    """One line per registry entry: id, kind/geometry, 中文名, English title."""
+    for layer in load_registry():
+        kind = layer.geometry or layer.kind
+        click.echo(f"{layer.id:32} {kind:11} {layer.name_zh}  ({layer.title_en})")
+
+
+@layers.command("show")
+@click.argument("layer_id")
+def layers_show(layer_id: str) -> None:
+    """The full registry entry of one layer, as JSON."""
+    layer = load_registry().get(layer_id)
+    if layer is None:
+        raise click.BadParameter(f"no layer {layer_id!r} (see `lantu layers list`)", param_hint="ID")
+    click.echo(json.dumps(layer.model_dump(mode="json"), ensure_ascii=False, indent=2))
+
+
+@layers.command("validate")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a registry YAML to check instead of the installed one")
+def layers_validate(path: Path | None) -> None:
+    """Check the registry and print every problem with its location."""
+    try:
+        registry = load_registry(path)
+    except RegistryError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"lantu: error: {len(exc.problems)} registry problem(s)", err=True)
+        sys.exit(1)
+    click.echo(f"registry ok: {len(registry)} layers ({len(registry.vector_layers())} vector)")
+
+
+# ---- serve -------------------------------------------------------------------------------------------
+@main.command("serve")
+@click.option("--bind", default=None, help="HOST:PORT (default LANTU_BIND or settings, 127.0.0.1:8080)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn worker processes")
+def serve_cmd(bind: str | None, workers: int | None) -> None:
+    """Serve every endpoint on one origin (gunicorn); starts the embedded database if needed."""
+    from lantu.providers.database import prepare
+    from lantu.server.serve import serve
+
+    settings = _settings()
+    prepare(settings, load_registry())
+    serve(settings, bind, workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""One error taxonomy for every protocol: each error carries its HTTP status, a machine code and a message
+meant for the user. OGC API renders it as an RFC 7807-style JSON exception (``type``, ``title``,
+``status``, ``detail``); the OWS modules of later issues render the same objects as
+``ows:ExceptionReport`` / ``ServiceExceptionReport``."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+OGC_EXCEPTION_BASE = "http://www.opengis.net/def/exceptions/ogcapi-common-1/1.0/"
+
+
+class LantuHTTPError(Exception):
+    status = 400
+    code = "InvalidParameterValue"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, locator: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.locator = locator
+
+
+class InvalidParameter(LantuHTTPError):
+    status, code, title = 400, "InvalidParameterValue", "Invalid parameter value"
+
+
+class NotFound(LantuHTTPError):
+    status, code, title = 404, "NotFound", "Not found"
+
+
+class ServiceUnavailable(LantuHTTPError):
+    status, code, title = 503, "ServiceUnavailable", "Service unavailable"
+
+
+def problem(status: int, title: str, detail: str, code: str | None = None) -> Response:
+    body = {"type": OGC_EXCEPTION_BASE + (code or title.replace(" ", "")), "title": title, "status": status,
+            "detail": detail}
+    if code:
+        body["code"] = code
+    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/problem+json")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(LantuHTTPError)
+    def _lantu(exc: LantuHTTPError) -> Response:
+        return problem(exc.status, exc.title, exc.detail, exc.code)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        # Werkzeug's own 404/405/… as JSON exceptions; its description never contains request data.
+        return problem(exc.code or 500, exc.name, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Logged with the traceback server-side; the client gets no internals.
+        app.logger.exception("unhandled error")
+        return problem(500, "Internal server error", "The server could not complete the request; the "
+                       "error has been logged.", "ServerError")

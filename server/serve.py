@@ -1,0 +1,39 @@
+"""``lantu serve``: gunicorn running the Flask app factory, each worker building its own app and pool."""
+
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+from lantu.config.settings import Settings
+
+
+class LantuServer(BaseApplication):
+    def __init__(self, settings: Settings, bind: str, workers: int):
+        self.settings = settings
+        self.options = {
+            "bind": bind,
+            "workers": workers,
+            "threads": settings.threads,
+            "worker_class": "gthread",
+            "preload_app": False,  # each worker builds the app after fork: no shared database sockets
+            "accesslog": "-",
+            "errorlog": "-",
+            "loglevel": settings.log_level.lower(),
+            "graceful_timeout": 10,
+            "timeout": max(30, settings.statement_timeout_ms // 1000 + 10),
+            "proc_name": "lantu",
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from lantu.server.app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, bind: str | None = None, workers: int | None = None) -> None:
+    LantuServer(settings, bind or settings.bind, workers or settings.workers).run()
