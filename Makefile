@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := $(shell grep -v '^\s*\#' deps/apt.txt | xargs)
 STAMP := $(VENV)/.lantu-installed
+LEAFLET_VERSION := 1.9.4
+LEAFLET := server/static/vendor/leaflet/leaflet.js
 
 .PHONY: install demo test lint bench clean-var
 
-install: apt $(STAMP)
+install: apt $(STAMP) $(LEAFLET)
 
 # Debian packages from deps/apt.txt: installed when missing (root or sudo), else the exact command is shown.
 apt:
@@ -28,6 +30,13 @@ $(STAMP): deps/requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r deps/requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Leaflet for the HTML pages, from the npm registry (served by Lantu itself: no CDN, works offline).
+$(LEAFLET):
+	@command -v npm >/dev/null || { echo "npm not found: install Debian's npm (apt-get install npm) for the HTML map"; exit 1; }
+	rm -rf $(VENV)/npm-leaflet && mkdir -p $(VENV)/npm-leaflet server/static/vendor/leaflet
+	cd $(VENV)/npm-leaflet && npm pack --silent leaflet@$(LEAFLET_VERSION) >/dev/null && tar xzf leaflet-$(LEAFLET_VERSION).tgz
+	cp -r $(VENV)/npm-leaflet/package/dist/* $(VENV)/npm-leaflet/package/LICENSE server/static/vendor/leaflet/
 
 demo: install
 	$(BIN)/lantu db start

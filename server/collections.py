@@ -97,10 +97,20 @@ class Collections:
         self._version: int | None = -1
         self._api: API | None = None
         self.extents: dict[str, list[float]] = {}
+        self._unaccent: str | None = None
 
     @property
     def pool(self) -> Pool:
         return self._pool_getter()
+
+    def unaccent(self) -> str | None:
+        """Name of the unaccent() function for CQL2 ACCENTI, looked up once (None if not installed)."""
+        if self._unaccent is None:
+            from lantu.providers.cql2sql import detect_unaccent
+
+            with self.pool.connection() as conn:
+                self._unaccent = detect_unaccent(conn) or ""
+        return self._unaccent or None
 
     def source(self, cid: str) -> FeatureSource | None:
         info = self.infos.get(cid)

@@ -150,7 +150,7 @@ def queryables_of(src: FeatureSource) -> dict[str, Queryable]:
     return found
 
 
-def parse_filter(args: Mapping[str, str], src: FeatureSource) -> Where | None:
+def parse_filter(args: Mapping[str, str], src: FeatureSource, unaccent: str | None = None) -> Where | None:
     text = args.get("filter")
     lang = args.get("filter-lang", "cql2-text")
     if lang not in FILTER_LANGS:
@@ -162,13 +162,15 @@ def parse_filter(args: Mapping[str, str], src: FeatureSource) -> Where | None:
         return None
     try:
         clause, params = compile_filter(text, lang, queryables_of(src), filter_crs=filter_crs.srid,
-                                        filter_crs_latlon=filter_crs.swap_axes, storage_srid=src.srid)
+                                        filter_crs_latlon=filter_crs.swap_axes, storage_srid=src.srid,
+                                        unaccent_function=unaccent)
     except FilterError as exc:
         raise InvalidParameter(f"filter: {exc}", locator="filter") from None
     return Where(clause, tuple(params))
 
 
-def parse_items_query(args: Mapping[str, str], src: FeatureSource, settings: Settings) -> ItemsQuery:
+def parse_items_query(args: Mapping[str, str], src: FeatureSource, settings: Settings,
+                      unaccent: str | None = None) -> ItemsQuery:
     unknown = [k for k in args if k not in ITEMS_PARAMS and k not in src.by_name]
     if unknown:
         raise InvalidParameter(f"unknown query parameter {unknown[0][:40]!r}", locator=unknown[0][:40])
@@ -183,7 +185,7 @@ def parse_items_query(args: Mapping[str, str], src: FeatureSource, settings: Set
             where.append(condition)
     for name in (k for k in args if k in src.by_name):  # property=value (Part 1, 7.15.5)
         where.append(Where(sql.SQL("{}::text = %s").format(sql.Identifier(src.by_name[name].column)), (args[name],)))
-    condition = parse_filter(args, src)
+    condition = parse_filter(args, src, unaccent)
     if condition:
         where.append(condition)
     skip = args.get("skipGeometry", "false").lower()

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from urllib.parse import urlencode
 
+import psycopg2.errors
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WzRequest
@@ -172,11 +173,17 @@ def items(cid: str) -> Response:
     src = _source(cid)
     fmt = negotiate(request, ("json", "html", "csv"))
     settings = lantu().settings
-    query = parse_items_query(request.args, src, settings)
+    query = parse_items_query(request.args, src, settings, collections().unaccent())
     headers = {"Content-Crs": f"<{query.crs.uri}>"}
     if fmt == "csv":
         return Response(fetch_csv(lantu().pool, src, query), mimetype="text/csv", headers=headers)
-    result = fetch_items(lantu().pool, src, query)
+    try:
+        result = fetch_items(lantu().pool, src, query)
+    except psycopg2.errors.DataError as exc:
+        # Class 22 (data exception) raised by the stored values under the client's filter, e.g. an
+        # arithmetic overflow: the request asked for something impossible, not a server fault.
+        raise InvalidParameter(f"the filter cannot be evaluated on this data: {exc.pgerror or exc}".strip(),
+                               locator="filter") from None
     if query.offset and result.number_returned == 0 and query.offset >= result.number_matched:
         raise InvalidParameter(f"offset {query.offset} is beyond the last of the {result.number_matched} "
                                f"matching features", locator="offset")

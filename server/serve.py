@@ -22,6 +22,9 @@ class LantuServer(BaseApplication):
             "graceful_timeout": 10,
             "timeout": max(30, settings.statement_timeout_ms // 1000 + 10),
             "proc_name": "lantu",
+            # gunicorn's control socket defaults to one path per user (~/.gunicorn): several Lantu
+            # instances on one machine would fight over it, and Lantu does not use it.
+            "control_socket_disable": True,
         }
         super().__init__()
 
