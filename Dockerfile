@@ -5,7 +5,7 @@ WORKDIR /opt/lantu
 COPY deps/apt.txt deps/apt.txt
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates make \
-        $(grep -v '^\s*#' deps/apt.txt) \
+        $(sed 's/#.*//' deps/apt.txt) \
  && rm -rf /var/lib/apt/lists/*
 COPY deps/requirements.lock deps/requirements.lock
 RUN python3 -m venv .venv && .venv/bin/pip install --no-cache-dir -r deps/requirements.lock

@@ -195,6 +195,9 @@ def items(cid: str) -> Response:
         links.append(_page_link(cid, "prev", fmt, max(0, query.offset - query.limit)))
     links.append({"rel": "collection", "type": "application/json", "title": collections().infos[cid].title_zh,
                   "href": f"{base_url()}/collections/{cid}"})
+    headers["Link"] = link_header(links + [{
+        "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "type": "application/schema+json",
+        "href": f"{base_url()}/collections/{cid}/queryables"}])
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     head = json.dumps({"type": "FeatureCollection", "numberMatched": result.number_matched,
                        "numberReturned": result.number_returned, "timeStamp": stamp, "links": links},
@@ -205,6 +208,11 @@ def items(cid: str) -> Response:
                                         geographic=query.crs is crs_mod.CRS84), mimetype="text/html")
     # The features are JSON text made by PostgreSQL: splice, don't parse.
     return Response(head[:-1] + ',"features":[' + result.features + "]}", mimetype=GEOJSON, headers=headers)
+
+
+def link_header(links: list[dict]) -> str:
+    """RFC 8288 Link header (Part 1 /rec/core/link-header): rel quoted, no titles (headers are latin-1)."""
+    return ", ".join(f'<{link["href"]}>; rel="{link["rel"]}"; type="{link["type"]}"' for link in links)
 
 
 def _parse_fid(fid: str) -> int:
@@ -237,7 +245,7 @@ def item(cid: str, fid: str) -> Response:
         return Response(render_template("item.html", doc=doc, cid=cid, info=collections().infos[cid],
                                         geographic=out_crs is crs_mod.CRS84), mimetype="text/html")
     body = text[:-1] + ',"links":' + json.dumps(links) + "}"
-    return Response(body, mimetype=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+    return Response(body, mimetype=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>", "Link": link_header(links)})
 
 
 def queryables_for(src: FeatureSource):  # re-exported for the OpenAPI generator

@@ -25,6 +25,9 @@ class LantuServer(BaseApplication):
             # gunicorn's control socket defaults to one path per user (~/.gunicorn): several Lantu
             # instances on one machine would fight over it, and Lantu does not use it.
             "control_socket_disable": True,
+            # CQL2 filters with real polygons make long request lines (a 200-vertex polygon is ~6 KB);
+            # gunicorn's default 4094 would answer 414 in HTML before Lantu sees the request.
+            "limit_request_line": 0,
         }
         super().__init__()
 
