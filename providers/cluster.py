@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from lantu.config.settings import Settings
@@ -152,6 +153,7 @@ class Cluster:
         return result
 
 
+@cache
 def find_pg_bin() -> Path:
     """The newest PostgreSQL installed the Debian way (``/usr/lib/postgresql/<major>/bin``)."""
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2.extensions
 from psycopg2 import sql
 
 from lantu.config.registry import Layer
@@ -82,7 +83,7 @@ class ItemsQuery:
 
 @dataclass(frozen=True)
 class ItemsResult:
-    features: str          # the features joined with ',' (JSON text, no brackets)
+    features: bytes        # the features joined with ',' (UTF-8 JSON text, no brackets)
     number_matched: int
     number_returned: int
 
@@ -162,8 +163,10 @@ def item_sql(src: FeatureSource, fid: int, crs: OutputCrs,
 
 # ---- execution ---------------------------------------------------------------------------------------
 def fetch_items(pool: Pool, src: FeatureSource, q: ItemsQuery) -> ItemsResult:
+    """One page; the features stay UTF-8 bytes from the wire to the response (no decode/encode copies)."""
     statement, params = items_sql(src, q)
-    with pool.connection() as conn, conn.cursor() as cur:
+    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
+        psycopg2.extensions.register_type(psycopg2.extensions.BYTES, cur)
         cur.execute(statement, params)
         matched, returned, features = cur.fetchone()
     return ItemsResult(features, matched, returned)
@@ -172,7 +175,7 @@ def fetch_items(pool: Pool, src: FeatureSource, q: ItemsQuery) -> ItemsResult:
 def fetch_item(pool: Pool, src: FeatureSource, fid: int, crs: OutputCrs,
                properties: Sequence[Property] | None = None) -> str | None:
     statement, params = item_sql(src, fid, crs, properties)
-    with pool.connection() as conn, conn.cursor() as cur:
+    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(statement, params)
         row = cur.fetchone()
     return row[0] if row else None

@@ -99,12 +99,16 @@ class Pool:
                 stale.close()
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+    def connection(self, autocommit: bool = False) -> Iterator[psycopg2.extensions.connection]:
+        """A pooled connection; ``autocommit=True`` for single read statements (no BEGIN/COMMIT round
+        trips on the hot path)."""
         conn = self._checkout()
         broken = False
+        conn.autocommit = autocommit
         try:
             yield conn
-            conn.commit()
+            if not autocommit:
+                conn.commit()
         except psycopg2.Error as exc:
             # A lost server shows up as OperationalError, InterfaceError or a bare DatabaseError; what they
             # share is that libpq has marked the connection closed.
@@ -125,6 +129,8 @@ class Pool:
                 self._discard(conn)
                 self.drop_idle()
             else:
+                if autocommit:
+                    conn.autocommit = False
                 self._last_used[id(conn)] = time.monotonic()
                 self._pool.putconn(conn)
 

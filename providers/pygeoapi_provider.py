@@ -54,7 +54,7 @@ class LantuFeatureProvider(BaseProvider):
         chosen = tuple(by_name[n] for n in select_properties if n in by_name) if select_properties else None
         result = fetch_items(self.pool, self.source, ItemsQuery(limit=limit, offset=offset, sortby=sort,
                                                                 properties=chosen, skip_geometry=skip_geometry))
-        features = json.loads("[" + result.features + "]") if resulttype != "hits" else []
+        features = json.loads(b"[" + result.features + b"]") if resulttype != "hits" else []
         return {"type": "FeatureCollection", "features": features, "numberMatched": result.number_matched,
                 "numberReturned": len(features)}
 

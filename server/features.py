@@ -203,11 +203,13 @@ def items(cid: str) -> Response:
                        "numberReturned": result.number_returned, "timeStamp": stamp, "links": links},
                       ensure_ascii=False)
     if fmt == "html":
-        doc = json.loads(head[:-1] + ',"features":[' + result.features + "]}")
+        doc = json.loads(head[:-1] + ',"features":[' + result.features.decode("utf-8") + "]}")
         return Response(render_template("items.html", doc=doc, cid=cid, info=collections().infos[cid],
                                         geographic=query.crs is crs_mod.CRS84), mimetype="text/html")
-    # The features are JSON text made by PostgreSQL: splice, don't parse.
-    return Response(head[:-1] + ',"features":[' + result.features + "]}", mimetype=GEOJSON, headers=headers)
+    # The features are JSON made by PostgreSQL: splice the bytes, don't parse or re-encode them.
+    body = [head[:-1].encode("utf-8"), b',"features":[', result.features, b"]}"]
+    headers["Content-Length"] = str(sum(len(part) for part in body))
+    return Response(body, mimetype=GEOJSON, headers=headers)
 
 
 def link_header(links: list[dict]) -> str:
