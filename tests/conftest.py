@@ -71,3 +71,11 @@ def pool(settings: Settings, registry: Registry, cluster: Cluster) -> Pool:
     pool = prepare(settings, registry)
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def small_demo(pool: Pool, registry: Registry, settings: Settings) -> dict:
+    """The small demo county, loaded once into the throwaway cluster (summary of ``load_demo``)."""
+    from lantu.demo.load import load_demo
+
+    return load_demo(pool, registry, settings, scale="small")
