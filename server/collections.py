@@ -19,6 +19,7 @@ from pygeoapi.api import API, APIRequest, describe_collections, landing_page
 from lantu.config.registry import Registry
 from lantu.config.settings import Settings
 from lantu.providers import crs as crs_mod
+from lantu.providers.changelog import current_change
 from lantu.providers.features import FeatureSource, extent, source_from_layer
 from lantu.providers.pool import Pool
 
@@ -116,20 +117,12 @@ class Collections:
         info = self.infos.get(cid)
         return info.source if info else None
 
-    def _data_version(self) -> int | None:
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('lantu.change_log') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                return None
-            cur.execute("SELECT coalesce(max(id), 0) FROM lantu.change_log")
-            return cur.fetchone()[0]
-
     def api(self) -> API:
         now = time.monotonic()
         with self._lock:
             if self._api is None or now - self._checked_at > REFRESH_CHECK_S:
                 self._checked_at = now
-                version = self._data_version()
+                version = current_change(self.pool)
                 if self._api is None or version != self._version:
                     self.extents = {cid: list(box) for cid, info in self.infos.items()
                                     if (box := extent(self.pool, info.source))}

@@ -80,6 +80,10 @@ def landing_page() -> Response:
                                                "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes")]
     doc["links"].append({"rel": "service-status", "type": "application/json", "title": "Health",
                          "href": f"{base_url()}/healthz"})
+    doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "type": "application/json",
+                         "title": "Tile matrix sets", "href": f"{base_url()}/tileMatrixSets"})
+    doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "type": "application/json",
+                         "title": "一张蓝图矢量瓦片 blueprint vector tilesets", "href": f"{base_url()}/tiles"})
     if fmt == "html":
         return Response(render_template("landing.html", doc=doc, infos=collections().infos), mimetype="text/html")
     return json_response(doc)
@@ -94,7 +98,9 @@ def conformance() -> Response:
 
 
 def _fix_collection(doc: dict) -> dict:
-    doc["links"] = clean_links(doc["links"])
+    doc["links"] = clean_links(doc["links"]) + [{
+        "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "type": "application/json",
+        "title": "Vector tilesets", "href": f"{base_url()}/collections/{doc['id']}/tiles"}]
     doc["itemType"] = "feature"
     src = collections().source(doc["id"])
     info = collections().infos[doc["id"]]

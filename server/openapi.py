@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, json, render_template, reque
 from lantu.providers import crs as crs_mod
 from lantu.server.context import lantu
 from lantu.server.formats import negotiate
+from lantu.tiles.tms import grids
 
 bp = Blueprint("openapi", __name__)
 OAS_MEDIA = "application/vnd.oai.openapi+json;version=3.0"
@@ -32,6 +33,7 @@ def _components(max_limit: int, default_limit: int) -> dict:
             "landingPage": {"type": "object", "required": ["links"], "properties": {
                 "title": {"type": "string"}, "description": {"type": "string"},
                 "links": {"type": "array", "items": {"$ref": "#/components/schemas/link"}}}},
+            "object": {"type": "object"},
             "confClasses": {"type": "object", "required": ["conformsTo"], "properties": {
                 "conformsTo": {"type": "array", "items": {"type": "string"}}}},
             "collection": {"type": "object", "required": ["id", "links"], "properties": {
@@ -76,6 +78,12 @@ def _components(max_limit: int, default_limit: int) -> dict:
             "filter-lang": _param("filter-lang", {"type": "string", "enum": ["cql2-text", "cql2-json"],
                                                   "default": "cql2-text"}, "filter language"),
             "filter-crs": _param("filter-crs", crs_schema, "CRS of geometry literals in filter"),
+            "tileMatrixSetId": _param("tileMatrixSetId", {"type": "string", "enum": list(grids())},
+                                      "tile matrix set", "path"),
+            "tileMatrix": _param("tileMatrix", {"type": "string"}, "level (天地图 numbering on CGCS2000Quad)", "path"),
+            "tileRow": _param("tileRow", {"type": "integer", "minimum": 0}, "row", "path"),
+            "tileCol": _param("tileCol", {"type": "integer", "minimum": 0}, "column", "path"),
+            "fTileset": _param("f", {"type": "string", "enum": ["json", "tilejson"]}, "tileset format"),
             "skipGeometry": _param("skipGeometry", {"type": "boolean", "default": False}, "omit geometries"),
         },
         "responses": {
@@ -93,6 +101,16 @@ def _get(summary: str, params: list[str], schema: str, media: str = "application
                     "responses": {"200": {"description": summary, "content": {
                         media: {"schema": {"$ref": f"#/components/schemas/{schema}"}},
                         "text/html": {"schema": {"type": "string"}}}},
+                        "400": {"$ref": "#/components/responses/400"},
+                        "404": {"$ref": "#/components/responses/404"}}}}
+
+
+def _tile(params: list[str], op: str) -> dict:
+    return {"get": {"summary": "Mapbox vector tile", "operationId": op,
+                    "parameters": [{"$ref": f"#/components/parameters/{p}"} for p in params],
+                    "responses": {"200": {"description": "tile", "content": {
+                        "application/vnd.mapbox-vector-tile": {"schema": {"type": "string", "format": "binary"}}}},
+                        "204": {"description": "no feature in this tile"},
                         "400": {"$ref": "#/components/responses/400"},
                         "404": {"$ref": "#/components/responses/404"}}}}
 
@@ -117,6 +135,21 @@ def document() -> dict:
                                                            "application/schema+json", op="getQueryables"),
             "/collections/{collectionId}/items": _get("features", items_params, "featureCollectionGeoJSON",
                                                       "application/geo+json", op="getFeatures"),
+            "/tileMatrixSets": _get("tile matrix sets", [], "object", op="getTileMatrixSetsList"),
+            "/tileMatrixSets/{tileMatrixSetId}": _get("tile matrix set", ["tileMatrixSetId"], "object",
+                                                      op="getTileMatrixSet"),
+            "/tiles": _get("blueprint tilesets", [], "object", op="getDatasetTilesets"),
+            "/tiles/blueprint/{tileMatrixSetId}": _get("blueprint tileset", ["tileMatrixSetId", "fTileset"], "object",
+                                                       op="getDatasetTileset"),
+            "/tiles/blueprint/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": _tile(
+                ["tileMatrixSetId", "tileMatrix", "tileRow", "tileCol"], "getDatasetTile"),
+            "/collections/{collectionId}/tiles": _get("collection tilesets", ["collectionId"], "object",
+                                                      op="getCollectionTilesets"),
+            "/collections/{collectionId}/tiles/{tileMatrixSetId}": _get(
+                "collection tileset", ["collectionId", "tileMatrixSetId", "fTileset"], "object",
+                op="getCollectionTileset"),
+            "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": _tile(
+                ["collectionId", "tileMatrixSetId", "tileMatrix", "tileRow", "tileCol"], "getCollectionTile"),
             "/collections/{collectionId}/items/{featureId}": _get(
                 "feature", ["collectionId", "featureId", "f", "crs", "properties"], "featureGeoJSON",
                 "application/geo+json", op="getFeature"),
