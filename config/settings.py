@@ -44,6 +44,7 @@ class Settings(BaseModel):
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(10000, ge=1)
     log_level: str = "INFO"
+    mapserver_workers: int = Field(2, ge=1, le=64)
 
     @field_validator("database_url")
     @classmethod

@@ -62,3 +62,26 @@ def register_error_handlers(app: Flask) -> None:
         app.logger.exception("unhandled error")
         return problem(500, "Internal server error", "The server could not complete the request; the "
                        "error has been logged.", "ServerError")
+
+
+def ows_exception(code: str, text: str, locator: str | None = None, status: int = 400,
+                  version: str = "2.0.0") -> Response:
+    """``ows:ExceptionReport`` (OWS Common 1.1 for WFS 1.1, 2.0 for WFS 2.0 / WMTS / CSW 3)."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    ns = "http://www.opengis.net/ows/2.0" if version.startswith("2") else "http://www.opengis.net/ows/1.1"
+    loc = f" locator={quoteattr(locator)}" if locator else ""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<ows:ExceptionReport xmlns:ows="{ns}" version="{version}" '
+            f'xml:lang="en"><ows:Exception exceptionCode={quoteattr(code)}{loc}><ows:ExceptionText>'
+            f"{escape(text)}</ows:ExceptionText></ows:Exception></ows:ExceptionReport>")
+    return Response(body, status=status, mimetype="application/xml")
+
+
+def wms_exception(code: str, text: str, version: str = "1.3.0") -> Response:
+    """WMS ``ServiceExceptionReport`` (1.3.0 namespace; 1.1.1 clients accept it too)."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<ServiceExceptionReport version="{version}" '
+            f'xmlns="http://www.opengis.net/ogc"><ServiceException code={quoteattr(code)}>{escape(text)}'
+            f"</ServiceException></ServiceExceptionReport>")
+    return Response(body, status=200 if version == "1.1.1" else 400, mimetype="text/xml")

@@ -25,48 +25,41 @@ CHECK_EVERY_S = 1.0
 BLUEPRINT = "blueprint"
 
 
-class TileCache:
-    def __init__(self, root: Path, grids: dict[str, Grid], changes_since: Callable[[int], list[tuple]],
-                 current_change: Callable[[], int]):
+class ChangeFollower:
+    """Applies each new ``lantu.change_log`` row once to a cache. The position reached is kept in a file
+    beside the cache, so restarts and every worker process agree; with no position on record the cache's
+    contents are of unknown age and ``on_unknown`` wipes them."""
+
+    def __init__(self, state_file: Path, changes_since: Callable[[int], list[tuple]],
+                 current_change: Callable[[], int], on_change: Callable[[str, tuple | None], None],
+                 on_unknown: Callable[[], None]):
         """``changes_since(id)`` returns ``(id, layer, xmin, ymin, xmax, ymax)`` rows after ``id``;
         ``current_change()`` the newest change id."""
-        self.root = root
-        self.grids = grids
+        self.state_file = state_file
         self._changes_since = changes_since
         self._current_change = current_change
+        self._on_change = on_change
+        self._on_unknown = on_unknown
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._processed: int | None = None
 
-    # ---- paths and state ---------------------------------------------------------------------------
-    def path(self, tileset: str, grid: str, level: int, row: int, col: int) -> Path:
-        return self.root / tileset / grid / str(level) / str(col) / f"{row}.mvt"
-
-    @property
-    def _state_file(self) -> Path:
-        return self.root / ".processed"
-
     def _load_state(self) -> int:
         try:
-            return int(self._state_file.read_text())
+            return int(self.state_file.read_text())
         except (OSError, ValueError):
-            # Unknown history: nothing cached can be trusted.
-            if self.root.exists():
-                for child in self.root.iterdir():
-                    if child.is_dir():
-                        shutil.rmtree(child, ignore_errors=True)
+            self._on_unknown()
             current = self._current_change()
             self._save_state(current)
             return current
 
     def _save_state(self, value: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".processed.")
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".processed.")
         with os.fdopen(fd, "w") as fh:
             fh.write(str(value))
-        os.replace(tmp, self._state_file)
+        os.replace(tmp, self.state_file)
 
-    # ---- invalidation ------------------------------------------------------------------------------
     def sync(self, force: bool = False) -> int:
         """Apply new change-log rows (at most once a second unless forced); returns the processed id."""
         now = time.monotonic()
@@ -77,13 +70,31 @@ class TileCache:
             processed = max(self._load_state(), self._processed or 0)
             rows = self._changes_since(processed)
             for change_id, layer, *bbox in rows:
-                for tileset in (layer, BLUEPRINT):
-                    self.invalidate(tileset, None if bbox[0] is None else tuple(bbox))
+                self._on_change(layer, None if bbox[0] is None else tuple(bbox))
                 processed = max(processed, change_id)
             if rows:
                 self._save_state(processed)
             self._processed = processed
             return processed
+
+
+class TileCache:
+    def __init__(self, root: Path, grids: dict[str, Grid], changes_since: Callable[[int], list[tuple]],
+                 current_change: Callable[[], int]):
+        self.root = root
+        self.grids = grids
+        self.follower = ChangeFollower(root / ".processed", changes_since, current_change, self._changed,
+                                       lambda: wipe_directory(root))
+
+    def path(self, tileset: str, grid: str, level: int, row: int, col: int) -> Path:
+        return self.root / tileset / grid / str(level) / str(col) / f"{row}.mvt"
+
+    def sync(self, force: bool = False) -> int:
+        return self.follower.sync(force)
+
+    def _changed(self, layer: str, bbox: tuple | None) -> None:
+        for tileset in (layer, BLUEPRINT):
+            self.invalidate(tileset, bbox)
 
     def invalidate(self, tileset: str, bbox: tuple[float, float, float, float] | None) -> int:
         """Remove the cached tiles of ``tileset`` touching ``bbox`` (lon/lat); all of them if None."""
@@ -97,7 +108,7 @@ class TileCache:
         for grid_dir in (d for d in base.iterdir() if d.is_dir() and d.name in self.grids):
             grid = self.grids[grid_dir.name]
             for level_dir in (d for d in grid_dir.iterdir() if d.is_dir() and d.name.isdigit()):
-                removed += _remove_in_range(level_dir, *_tile_range(grid, int(level_dir.name), bbox))
+                removed += remove_in_range(level_dir, *_tile_range(grid, int(level_dir.name), bbox))
         return removed
 
     # ---- reads and writes --------------------------------------------------------------------------
@@ -120,6 +131,14 @@ class TileCache:
         return True
 
 
+def wipe_directory(root: Path) -> None:
+    """Remove every sub-directory of a cache root (the tiles), keeping the root itself."""
+    if root.exists():
+        for child in root.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+
 def _tile_range(grid: Grid, level: int, bbox: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
     """Columns and rows of the tiles at ``level`` touching a lon/lat bbox, widened by one tile."""
     west, south, east, north = bbox
@@ -129,11 +148,12 @@ def _tile_range(grid: Grid, level: int, bbox: tuple[float, float, float, float])
     return min(cols) - 1, max(cols) + 1, min(rows) - 1, max(rows) + 1
 
 
-def _remove_in_range(level_dir: Path, col0: int, col1: int, row0: int, row1: int) -> int:
+def remove_in_range(level_dir: Path, col0: int, col1: int, row0: int, row1: int, suffix: str = ".mvt") -> int:
+    """Delete ``{level}/{col}/{row}{suffix}`` files with col and row in the given (inclusive) ranges."""
     removed = 0
     for col_dir in _numeric_children(level_dir.iterdir(), col0, col1):
         for tile in col_dir.iterdir():
-            stem = tile.name.removesuffix(".mvt")
+            stem = tile.name.removesuffix(suffix)
             if stem.isdigit() and row0 <= int(stem) <= row1:
                 tile.unlink(missing_ok=True)
                 removed += 1

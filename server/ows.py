@@ -1,0 +1,99 @@
+"""``/wms`` and ``/wfs``: Lantu's WSGI face of MapServer. Requests pass through Lantu (so the access policy
+sees and can filter every OWS request) and reach a ``mapserv`` FastCGI worker; the mapfile is generated
+from the registry and fixed server-side (a client's ``MAP`` parameter is dropped: no file names from
+requests). POSTed XML is checked for DOCTYPE/entities before MapServer's parser sees it (XXE, cf. GeoServer
+CVE-2025-30220)."""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import parse_qsl, urlencode
+
+from flask import Blueprint, Response, request
+
+from lantu.server import fcgi
+from lantu.server.context import lantu
+from lantu.server.errors import ows_exception, wms_exception
+from lantu.server.mapserver_pool import socket_paths
+
+bp = Blueprint("ows", __name__)
+MAX_BODY = 20 * 1024 * 1024
+SERVICE_OF = {"/wms": "WMS", "/wfs": "WFS"}
+PASS_HEADERS = {"content-type", "content-disposition", "content-length"}
+
+
+def _refuse(service: str, code: str, text: str, locator: str | None = None, status: int = 400) -> Response:
+    if service == "WMS":
+        return wms_exception(code, text)
+    return ows_exception(code, text, locator, status)
+
+
+def _query(service: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The client's parameters minus MAP; SERVICE defaulted to the endpoint's; returns (params, error)."""
+    pairs = [(k, v) for k, v in parse_qsl(request.query_string.decode("utf-8", "replace"), keep_blank_values=True)
+             if k.upper() != "MAP"]
+    given = next((v for k, v in pairs if k.upper() == "SERVICE"), None)
+    if given is None:
+        pairs.append(("SERVICE", service))
+    elif given.upper() != service and request.method == "GET":
+        return pairs, f"this endpoint serves {service}; SERVICE={given[:20]} is not offered here"
+    return pairs, None
+
+
+def _xml_body_problem(body: bytes) -> str | None:
+    if not body.strip():
+        return None
+    head = body[:4096].upper()
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in body.upper():
+        return "XML with a DOCTYPE or entity declarations is not accepted"
+    from lxml import etree
+
+    try:
+        etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                                               huge_tree=False))
+    except etree.XMLSyntaxError as exc:
+        return f"the request body is not well-formed XML: {str(exc)[:200]}"
+    return None
+
+
+def _cgi_params(pairs: list[tuple[str, str]], body: bytes) -> dict[str, str]:
+    host = request.host.split(":")[0]
+    params = {
+        "GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": request.method, "SCRIPT_NAME": request.path,
+        "QUERY_STRING": urlencode(pairs), "SERVER_NAME": host,
+        "SERVER_PORT": str(request.environ.get("SERVER_PORT", "80")),
+        "SERVER_PROTOCOL": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"), "HTTP_HOST": request.host,
+        "REMOTE_ADDR": request.remote_addr or "",
+    }
+    if body:
+        params["CONTENT_TYPE"] = request.content_type or "application/xml"
+        params["CONTENT_LENGTH"] = str(len(body))
+    return params
+
+
+@bp.route("/wms", methods=["GET", "POST"])
+@bp.route("/wfs", methods=["GET", "POST"])
+def ows() -> Response:
+    service = SERVICE_OF[request.path]
+    pairs, problem = _query(service)
+    if problem:
+        return _refuse(service, "InvalidParameterValue", problem, "service")
+    body = request.get_data(cache=False) if request.method == "POST" else b""
+    if len(body) > MAX_BODY:
+        return _refuse(service, "OperationProcessingFailed", "request body too large", status=413)
+    problem = _xml_body_problem(body) if body and not request.form else None
+    if problem:
+        return _refuse(service, "OperationParsingFailed", problem)
+    settings = lantu().settings
+    sockets = [str(p) for p in socket_paths(settings.run_dir, settings.mapserver_workers)]
+    random.shuffle(sockets)  # spread load; a dead worker's socket is skipped below
+    for address in sockets:
+        try:
+            answer = fcgi.request(address, _cgi_params(pairs, body), body)
+            break
+        except fcgi.FastCGIError:
+            continue
+    else:
+        return _refuse(service, "NoApplicableCode", "the map engine is restarting; retry in a moment", status=503)
+    headers = [(k, v) for k, v in answer.headers if k.lower() in PASS_HEADERS and k.lower() != "content-length"]
+    return Response(answer.body, status=answer.status, headers=headers)
