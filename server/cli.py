@@ -206,6 +206,73 @@ def layers_validate(path: Path | None) -> None:
     click.echo(f"registry ok: {len(registry)} layers ({len(registry.vector_layers())} vector)")
 
 
+# ---- tiles -------------------------------------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def tiles() -> None:
+    """Map tile caches (WMTS/TMS through MapProxy)."""
+
+
+def _levels(text: str) -> tuple[int, int]:
+    parts = text.split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
+        raise click.BadParameter("give a range like 10-14", param_hint="--levels")
+    return int(parts[0]), int(parts[1])
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
+        raise click.BadParameter("give minlon,minlat,maxlon,maxlat (EPSG:4490)", param_hint="--bbox")
+    return box
+
+
+@tiles.command("seed")
+@click.option("--layer", "layer_id", required=True, help="registry layer id")
+@click.option("--levels", required=True, help="level range, e.g. 10-14 (天地图 numbering on CGCS2000Quad)")
+@click.option("--bbox", default=None, help="minlon,minlat,maxlon,maxlat in EPSG:4490; default: the layer's extent")
+@click.option("--grid", "grid_names", multiple=True, type=click.Choice(["WebMercatorQuad", "CGCS2000Quad"]),
+              help="grid(s) to seed (default both)")
+@click.option("--concurrency", type=click.IntRange(1, 16), default=2, show_default=True)
+def tiles_seed(layer_id: str, levels: str, bbox: str | None, grid_names: tuple[str, ...], concurrency: int) -> None:
+    """Fill the WMTS/TMS cache of a layer ahead of use (progress is shown by mapproxy-seed)."""
+    import tempfile
+
+    import yaml
+
+    from lantu.providers.database import prepare
+    from lantu.providers.features import extent, source_from_layer
+    from lantu.server.mapserver_pool import write_ows_config
+    from lantu.tiles.mapproxy import GRIDS, seed_config
+
+    settings = _settings()
+    registry = load_registry()
+    layer = registry.get(layer_id)
+    if layer is None or not layer.is_vector:
+        raise click.BadParameter(f"no vector layer {layer_id!r} (see `lantu layers list`)", param_hint="--layer")
+    level_range, area = _levels(levels), _bbox(bbox)
+    pool = prepare(settings, registry)
+    area = area or extent(pool, source_from_layer(layer))
+    if area is None:
+        raise click.ClickException(f"layer {layer_id} is empty: nothing to seed")
+    files = write_ows_config(settings, registry)
+    config = seed_config(layer_id, level_range, area, grid_names or GRIDS)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        yaml.safe_dump(config, fh)
+    seeder = Path(sys.executable).with_name("mapproxy-seed")
+    env = {**os.environ, "MAPSERVER_CONFIG_FILE": str(files.config_file)}
+    code = subprocess.call([str(seeder), "-f", str(settings.home / "mapproxy" / "mapproxy.yaml"), "-s", fh.name,
+                            "-c", str(concurrency), "--seed", "ALL"], env=env)
+    os.unlink(fh.name)
+    if code != 0:
+        raise click.ClickException(f"mapproxy-seed failed with exit code {code}")
+    click.echo(f"seeded {layer_id} levels {levels} over {', '.join(f'{v:.5f}' for v in area)}")
+
+
 # ---- serve -------------------------------------------------------------------------------------------
 @main.command("serve")
 @click.option("--bind", default=None, help="HOST:PORT (default LANTU_BIND or settings, 127.0.0.1:8080)")

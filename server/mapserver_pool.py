@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -56,33 +57,42 @@ class MapserverPool:
                     self.procs[i] = self._spawn(i)
                     self.restarts += 1
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Stop the workers: SIGTERM, then SIGKILL after ``grace_s`` (mapserv under libfcgi may not act on
+        SIGTERM while it waits in accept(); it keeps no state worth a slower shutdown)."""
         self._stop.set()
         if self._thread:
             self._thread.join(2)
-        for proc in self.procs:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            if proc is not None:
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        running = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in running:
+            proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
         for path in self.paths:
             path.unlink(missing_ok=True)
 
 
-def start_for(settings, registry) -> MapserverPool:
-    """Generate the MapServer configuration from the registry and start the workers (gunicorn's master
-    calls this once; tests call it for their own server)."""
+def write_ows_config(settings, registry):
+    """Generate the MapServer and MapProxy configuration from the registry (never checked in)."""
     from lantu.config.mapfile import write_mapserver_config
     from lantu.providers.pool import dsn_for
     from lantu.tiles.mapproxy import write_mapproxy_config
 
     files = write_mapserver_config(registry, settings, dsn_for(settings), settings.home / "mapserver",
                                    settings.public_url)
-    write_mapproxy_config(registry, settings, files.mapfile, files.raster_layers)
+    write_mapproxy_config(registry, settings, files.mapfile, list(files.raster_layers))
+    return files
+
+
+def start_for(settings, registry) -> MapserverPool:
+    """Generate the configuration and start the workers (gunicorn's master calls this once; tests call it
+    for their own server)."""
+    files = write_ows_config(settings, registry)
     pool = MapserverPool(settings.run_dir, settings.mapserver_workers,
                          {"MAPSERVER_CONFIG_FILE": str(files.config_file)})
     pool.start()

@@ -7,6 +7,7 @@ CVE-2025-30220)."""
 from __future__ import annotations
 
 import random
+import re
 from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, Response, request
@@ -19,6 +20,7 @@ from lantu.server.mapserver_pool import socket_paths
 bp = Blueprint("ows", __name__)
 MAX_BODY = 20 * 1024 * 1024
 SERVICE_OF = {"/wms": "WMS", "/wfs": "WFS"}
+_HTTP_EPSG = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
 PASS_HEADERS = {"content-type", "content-disposition", "content-length"}
 
 
@@ -28,10 +30,27 @@ def _refuse(service: str, code: str, text: str, locator: str | None = None, stat
     return ows_exception(code, text, locator, status)
 
 
+def _normalise(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Spellings MapServer 8.0 refuses although clients send them (measured, docs/ows.md):
+    WFS ``srsName=http://www.opengis.net/def/crs/EPSG/0/n`` (same meaning as the URN form), and WMS 1.1.1
+    ``SRS=CRS:84`` (its own capabilities list it; EPSG:4326 in 1.1.1 has the same lon/lat order)."""
+    version = next((v for k, v in pairs if k.upper() == "VERSION"), "")
+    out = []
+    for key, value in pairs:
+        upper = key.upper()
+        if upper == "SRSNAME" and (match := _HTTP_EPSG.match(value)):
+            value = f"urn:ogc:def:crs:EPSG::{match[1]}"
+        elif upper == "SRS" and version == "1.1.1" and value.upper() == "CRS:84":
+            value = "EPSG:4326"
+        out.append((key, value))
+    return out
+
+
 def _query(service: str) -> tuple[list[tuple[str, str]], str | None]:
     """The client's parameters minus MAP; SERVICE defaulted to the endpoint's; returns (params, error)."""
     pairs = [(k, v) for k, v in parse_qsl(request.query_string.decode("utf-8", "replace"), keep_blank_values=True)
              if k.upper() != "MAP"]
+    pairs = _normalise(pairs)
     given = next((v for k, v in pairs if k.upper() == "SERVICE"), None)
     if given is None:
         pairs.append(("SERVICE", service))

@@ -34,6 +34,20 @@ class LantuServer(BaseApplication):
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        self.cfg.set("on_starting", self._on_starting)
+        self.cfg.set("on_exit", self._on_exit)
+
+    # The gunicorn master owns the mapserv FastCGI workers: started before the request workers fork,
+    # supervised (restarted when they die) by a thread in the master, stopped when the server exits.
+    def _on_starting(self, _server) -> None:
+        from lantu.config.registry import load_registry
+        from lantu.server.mapserver_pool import start_for
+
+        self.mapserver = start_for(self.settings, load_registry())
+
+    def _on_exit(self, _server) -> None:
+        if getattr(self, "mapserver", None):
+            self.mapserver.stop()
 
     def load(self):
         from lantu.server.app import create_app

@@ -30,13 +30,31 @@ def mapproxy_app():
                     return None
                 # MapProxy's mapserver source runs mapserv with this process's environment.
                 os.environ["MAPSERVER_CONFIG_FILE"] = str(home / "mapserver" / "mapserver.conf")
-                app = make_wsgi_app(str(config))
+                try:
+                    app = make_wsgi_app(str(config))
+                except Exception:  # noqa: BLE001 - a broken generated config must not become a 500 per request
+                    current_app.logger.exception("MapProxy configuration %s could not be loaded", config)
+                    return None
                 current_app.extensions["lantu.mapproxy"] = app
     return app
 
 
+def invalidator():
+    if "lantu.wmts_invalidator" not in current_app.extensions:
+        from lantu.providers.changelog import changes_since, current_change
+        from lantu.tiles.wmts_cache import WmtsCacheInvalidator
+
+        ctx = lantu()
+        current_app.extensions["lantu.wmts_invalidator"] = WmtsCacheInvalidator(
+            ctx.settings.home / "mapproxy" / "mapproxy.yaml", ctx.settings.home / "cache" / "wmts",
+            lambda after: changes_since(ctx.pool, after), lambda: current_change(ctx.pool))
+    return current_app.extensions["lantu.wmts_invalidator"]
+
+
 def _call(path_info: str) -> Response:
     app = mapproxy_app()
+    if app is not None:
+        invalidator().sync()  # drop tiles of areas changed since the last look (at most once a second)
     if app is None:
         return ows_exception("NoApplicableCode", "the tile service is not configured on this server", status=503,
                              version="1.1.0")

@@ -45,8 +45,8 @@ def mapproxy_config(registry: Registry, settings: Settings, mapfile: Path, raste
                                                              "transparent": True},
                                 "coverage": {"bbox": [73, 3, 136, 54], "srs": "EPSG:4490"}}
         caches[f"{lid}_cache"] = {"grids": list(GRIDS), "sources": [f"{lid}_ms"], "format": "image/png",
-                                  "cache": {"type": "file", "directory_layout": "tc",
-                                            "directory": str(cache_dir / lid)}}
+                                  # {base_dir}/{cache}/{grid}/{z}/{x}/{y}.png (tiles/wmts_cache.py relies on it)
+                                  "cache": {"type": "file", "directory_layout": "tms", "use_grid_names": True}}
         layers.append({"name": lid, "title": f"{title_zh} {title_en}", "sources": [f"{lid}_cache"]})
     return {
         "globals": {
@@ -84,3 +84,11 @@ def write_mapproxy_config(registry: Registry, settings: Settings, mapfile: Path,
         yaml.safe_dump(doc, fh, allow_unicode=True, sort_keys=False)
     os.replace(tmp, out)
     return out
+
+
+def seed_config(layer_id: str, levels: tuple[int, int], bbox: tuple[float, float, float, float],
+                grids: tuple[str, ...] = GRIDS) -> dict:
+    """A mapproxy-seed configuration for one layer's cache over a lon/lat bbox and a level range."""
+    return {"coverages": {"area": {"bbox": list(bbox), "srs": "EPSG:4490"}},
+            "seeds": {"lantu": {"caches": [f"{layer_id}_cache"], "grids": list(grids),
+                                "levels": {"from": levels[0], "to": levels[1]}, "coverages": ["area"]}}}
