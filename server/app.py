@@ -12,7 +12,7 @@ from lantu.config.registry import Registry, load_registry
 from lantu.config.settings import Settings, load_settings
 from lantu.providers.pool import get_pool
 from lantu.providers.pygeoapi_provider import bind
-from lantu.server import features, health, openapi, ows, tiles, wmts
+from lantu.server import coverages, features, health, openapi, ows, tiles, wmts
 from lantu.server.collections import CollectionInfo, Collections, infos_from_registry
 from lantu.server.context import LantuContext
 from lantu.server.errors import register_error_handlers
@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.ensure_ascii = False
     app.extensions["lantu"] = context = LantuContext(settings, registry)
     infos = {**infos_from_registry(registry), **(extra_collections or {})}
-    app.extensions["lantu.collections"] = Collections(settings, infos, lambda: context.pool)
+    app.extensions["lantu.collections"] = Collections(settings, infos, lambda: context.pool, registry)
     for info in infos.values():
         bind(info.source, get_pool(settings))
     app.logger.setLevel(getattr(logging, settings.log_level))
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.register_blueprint(tiles.bp)
     app.register_blueprint(ows.bp)
     app.register_blueprint(wmts.bp)
+    app.register_blueprint(coverages.bp)
     return app

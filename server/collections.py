@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Request
 from pygeoapi.api import API, APIRequest, describe_collections, landing_page
@@ -46,9 +47,30 @@ def infos_from_registry(registry: Registry) -> dict[str, CollectionInfo]:
             for layer in registry.vector_layers()}
 
 
+def coverage_files(settings: Settings) -> dict[str, Path]:
+    """Raster layers served as OGC API – Coverages collections (the demo DEM when it exists)."""
+    dem = settings.home / "demo" / "dem.tif"
+    return {"dem": dem} if dem.exists() else {}
+
+
+def coverage_resource(cid: str, path: Path, registry: Registry) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as data:
+        bounds = list(data.bounds)
+    layer = registry.get(cid)
+    title_zh, title_en = (layer.name_zh, layer.title_en) if layer else (cid, cid)
+    return {"type": "collection", "title": {"zh": title_zh, "en": title_en},
+            "description": {"zh": f"{title_zh}（合成演示数据）", "en": f"{title_en} (synthetic demo data)"},
+            "keywords": [title_zh, title_en, "DEM", "coverage"],
+            "extents": {"spatial": {"bbox": bounds, "crs": crs_mod.CRS84_URI}},
+            "providers": [{"type": "coverage", "name": "rasterio", "data": str(path),
+                           "format": {"name": "GTiff", "mimetype": "application/tiff"}}]}
+
+
 def pygeoapi_config(settings: Settings, infos: Mapping[str, CollectionInfo],
-                    extents: Mapping[str, list[float]]) -> dict:
-    resources = {}
+                    extents: Mapping[str, list[float]], coverages: Mapping[str, dict] | None = None) -> dict:
+    resources = dict(coverages or {})
     for cid, info in infos.items():
         resources[cid] = {
             "type": "collection",
@@ -89,8 +111,11 @@ def pygeoapi_config(settings: Settings, infos: Mapping[str, CollectionInfo],
 class Collections:
     """The served collections, their extents and the pygeoapi API object (rebuilt when data changed)."""
 
-    def __init__(self, settings: Settings, infos: Mapping[str, CollectionInfo], pool_getter):
+    def __init__(self, settings: Settings, infos: Mapping[str, CollectionInfo], pool_getter,
+                 registry: Registry | None = None):
         self.settings = settings
+        self.registry = registry
+        self.coverages: dict[str, dict] = {}
         self.infos = dict(infos)
         self._pool_getter = pool_getter
         self._lock = threading.Lock()
@@ -126,7 +151,9 @@ class Collections:
                 if self._api is None or version != self._version:
                     self.extents = {cid: list(box) for cid, info in self.infos.items()
                                     if (box := extent(self.pool, info.source))}
-                    self._api = API(pygeoapi_config(self.settings, self.infos, self.extents), {})
+                    self.coverages = {cid: coverage_resource(cid, path, self.registry)
+                                      for cid, path in coverage_files(self.settings).items()}
+                    self._api = API(pygeoapi_config(self.settings, self.infos, self.extents, self.coverages), {})
                     self._version = version
             return self._api
 

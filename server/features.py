@@ -98,6 +98,9 @@ def conformance() -> Response:
 
 
 def _fix_collection(doc: dict) -> dict:
+    if collections().source(doc["id"]) is None:  # a coverage collection (DEM): pygeoapi's description stands
+        doc["links"] = clean_links(doc["links"])
+        return doc
     doc["links"] = clean_links(doc["links"]) + [{
         "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "type": "application/json",
         "title": "Vector tilesets", "href": f"{base_url()}/collections/{doc['id']}/tiles"}]
@@ -129,7 +132,9 @@ def collections_list() -> Response:
 
 @bp.get("/collections/<cid>")
 def collection(cid: str) -> Response:
-    _source(cid)
+    collections().api()
+    if cid not in collections().coverages:
+        _source(cid)
     fmt = negotiate(request)
     doc = _fix_collection(_pygeoapi_json(describe, cid))
     if fmt == "html":
