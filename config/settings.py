@@ -37,7 +37,7 @@ class Settings(BaseModel):
     threads: int = Field(4, ge=1, le=64)
     pg_port: int = Field(54329, ge=1024, le=65535)
     pg_bin: Path | None = None
-    pool_min: int = Field(1, ge=0, le=100)
+    pool_min: int = Field(4, ge=0, le=100)
     pool_max: int = Field(8, ge=1, le=200)
     pool_ping_after_s: float = Field(1.0, ge=0)
     statement_timeout_ms: int = Field(60000, ge=0)

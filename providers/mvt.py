@@ -58,7 +58,7 @@ def _layer_sql(layer: TileLayer, req: TileRequest) -> tuple[sql.Composable, list
     statement = sql.SQL(
         "SELECT coalesce(ST_AsMVT(q, %s, {extent}, 'geom', 'fid'), ''::bytea) FROM ("
         "SELECT t.{fid} AS fid, {cols}ST_AsMVTGeom({geom}, ST_MakeBox2D(ST_Point(%s, %s), ST_Point(%s, %s)), "
-        "{extent}, {buffer}, true) AS geom FROM {table} t WHERE t.{gcol} && {envelope}) q "
+        "{extent}, {buffer}, true) AS geom FROM {table} t WHERE t.{gcol} && {envelope} OFFSET 0) q "
         "WHERE q.geom IS NOT NULL").format(
         extent=sql.Literal(EXTENT), buffer=sql.Literal(BUFFER), fid=sql.Identifier(src.id_column),
         cols=sql.SQL("").join(sql.SQL("{}, ").format(c) for c in columns), geom=geom, table=src.table_sql,
@@ -66,6 +66,8 @@ def _layer_sql(layer: TileLayer, req: TileRequest) -> tuple[sql.Composable, list
     return statement, [layer.name, *req.bounds, *env_params]
 
 
+# ``OFFSET 0`` fences the subquery: without it PostgreSQL flattens it and evaluates ST_AsMVTGeom twice per row
+# (once for the IS NOT NULL filter, once for the output) — a third of a tile's time.
 def tile_sql(layers: Sequence[TileLayer], req: TileRequest) -> tuple[sql.Composed, list]:
     parts, params = [], []
     for layer in layers:
