@@ -65,7 +65,7 @@ class BenchHome:
     def logs(self) -> Path:
         return self.path / "bench-logs"
 
-    def write_settings(self, port: int) -> None:
+    def write_settings(self, port: int, extra: dict[str, str] | None = None) -> None:
         # The embedded cluster runs as `postgres` when we are root: it must be able to reach the home.
         for parent in (p for p in [self.path, *self.path.parents] if p != Path("/") and p.exists()):
             if os.geteuid() == 0 and not os.stat(parent).st_mode & 0o001:
@@ -75,7 +75,8 @@ class BenchHome:
         self.logs.mkdir(exist_ok=True)
         self.settings_file.write_text(
             f"home: {self.path}\npg_port: {self.pg_port}\nbind: 127.0.0.1:{port}\n"
-            f"public_url: http://127.0.0.1:{port}\nworkers: 2\n", encoding="utf-8")
+            f"public_url: http://127.0.0.1:{port}\nworkers: 2\n"
+            + "".join(f"{key}: {value}\n" for key, value in (extra or {}).items()), encoding="utf-8")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANTU_")}
@@ -230,6 +231,60 @@ def install_signal_handlers() -> None:
         signal.signal(sig, handler)
 
 
+# ---- CPU accounting ------------------------------------------------------------------------------------
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on; the name may hold spaces
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of ``root``'s process tree, including the children it has already reaped (so
+    the work of connections that ended, e.g. PostgreSQL backends under the postmaster, is not lost)."""
+    total = 0
+    for pid in process_tree(root):
+        fields = _stat(pid)
+        if fields:
+            total += sum(int(v) for v in fields[11:13])        # utime, stime
+            if pid == root:
+                total += sum(int(v) for v in fields[13:15])    # cutime, cstime
+    return total / _CLK_TCK
+
+
+def self_cpu_seconds() -> float:
+    """CPU time of this process (all its threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def postmaster_pid(home: BenchHome) -> int | None:
+    try:
+        return int((home.path / "pg" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # ---- HTTP ----------------------------------------------------------------------------------------------
 def http_get(host: str, port: int, path: str, timeout: float = 120) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -242,23 +297,27 @@ def http_get(host: str, port: int, path: str, timeout: float = 120) -> tuple[int
 
 
 class HttpClient:
-    """One keep-alive connection; ``__call__(path)`` returns the status after reading the whole body."""
+    """One keep-alive connection; ``__call__(path)`` returns the status after reading the whole body,
+    ``get(path)`` the status, the response headers and the body."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, accept: str = "application/geo+json, application/json"):
+        self.host, self.port, self.accept = host, port, accept
         self.conn: http.client.HTTPConnection | None = None
 
     def __call__(self, path: str) -> int:
+        return self.get(path)[0]
+
+    def get(self, path: str) -> tuple[int, http.client.HTTPMessage, bytes]:
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=300)
             try:
-                self.conn.request("GET", path, headers={"Accept": "application/geo+json, application/json"})
+                self.conn.request("GET", path, headers={"Accept": self.accept})
                 resp = self.conn.getresponse()
-                resp.read()
+                body = resp.read()
                 if resp.will_close:
                     self.close()
-                return resp.status
+                return resp.status, resp.headers, body
             except (http.client.HTTPException, ConnectionError):
                 self.close()  # the server closed an idle keep-alive connection: retry once on a new one
                 if attempt:

@@ -60,7 +60,7 @@ class LantuFeatureProvider(BaseProvider):
 
     def get(self, identifier, **kwargs) -> dict:
         text = str(identifier)
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise ProviderItemNotFoundError(f"no feature {text[:40]!r}")
         found = fetch_item(self.pool, self.source, int(text), crs_mod.CRS84)
         if found is None:

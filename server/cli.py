@@ -214,7 +214,7 @@ def tiles() -> None:
 
 def _levels(text: str) -> tuple[int, int]:
     parts = text.split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
         raise click.BadParameter("give a range like 10-14", param_hint="--levels")
     return int(parts[0]), int(parts[1])
 

@@ -65,11 +65,12 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def ows_exception(code: str, text: str, locator: str | None = None, status: int = 400,
-                  version: str = "2.0.0") -> Response:
-    """``ows:ExceptionReport`` (OWS Common 1.1 for WFS 1.1, 2.0 for WFS 2.0 / WMTS / CSW 3)."""
+                  version: str = "2.0.0", ows: str = "1.1") -> Response:
+    """``ows:ExceptionReport``. WFS 2.0 and WMTS 1.0 use OWS Common 1.1 (``version`` is the service
+    version); CSW 3 and later OGC services use OWS Common 2.0 (``ows="2.0"``)."""
     from xml.sax.saxutils import escape, quoteattr
 
-    ns = "http://www.opengis.net/ows/2.0" if version.startswith("2") else "http://www.opengis.net/ows/1.1"
+    ns = "http://www.opengis.net/ows/2.0" if ows == "2.0" else "http://www.opengis.net/ows/1.1"
     loc = f" locator={quoteattr(locator)}" if locator else ""
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<ows:ExceptionReport xmlns:ows="{ns}" version="{version}" '
             f'xml:lang="en"><ows:Exception exceptionCode={quoteattr(code)}{loc}><ows:ExceptionText>'

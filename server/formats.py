@@ -24,3 +24,9 @@ def negotiate(request: Request, allowed: tuple[str, ...] = ("json", "html")) -> 
     if best == "text/html" and request.accept_mimetypes["text/html"] <= request.accept_mimetypes["application/json"]:
         best = "application/json"
     return ALIASES[best]
+
+
+def whole_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and other scripts' digits, which ``int`` refuses
+    or reads differently — a request must not turn that into a 500."""
+    return text.isascii() and text.isdigit()

@@ -21,6 +21,7 @@ bp = Blueprint("ows", __name__)
 MAX_BODY = 20 * 1024 * 1024
 SERVICE_OF = {"/wms": "WMS", "/wfs": "WFS"}
 _HTTP_EPSG = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
+_HTTP_EPSG_XML = re.compile(rb'srsName="https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)"')
 PASS_HEADERS = {"content-type", "content-disposition", "content-length"}
 
 
@@ -57,6 +58,11 @@ def _query(service: str) -> tuple[list[tuple[str, str]], str | None]:
     elif given.upper() != service and request.method == "GET":
         return pairs, f"this endpoint serves {service}; SERVICE={given[:20]} is not offered here"
     return pairs, None
+
+
+def _normalise_body(body: bytes) -> bytes:
+    """The http-URI form of srsName in POSTed XML, rewritten like the KVP one (see ``_normalise``)."""
+    return _HTTP_EPSG_XML.sub(rb'srsName="urn:ogc:def:crs:EPSG::\1"', body)
 
 
 def _xml_body_problem(body: bytes) -> str | None:
@@ -103,6 +109,7 @@ def ows() -> Response:
     problem = _xml_body_problem(body) if body and not request.form else None
     if problem:
         return _refuse(service, "OperationParsingFailed", problem)
+    body = _normalise_body(body) if body else body
     settings = lantu().settings
     sockets = [str(p) for p in socket_paths(settings.run_dir, settings.mapserver_workers)]
     random.shuffle(sockets)  # spread load; a dead worker's socket is skipped below

@@ -15,6 +15,7 @@ from lantu.providers.mvt import TileLayer, TileRequest, fetch_tile
 from lantu.server.collections import Collections
 from lantu.server.context import lantu
 from lantu.server.errors import InvalidParameter, NotFound
+from lantu.server.formats import whole_number
 from lantu.tiles.cache import BLUEPRINT, TileCache
 from lantu.tiles.tms import Grid, grids, published_document
 
@@ -105,7 +106,7 @@ def _blueprint_layers(web_zoom: int) -> list[TileLayer]:
 # ---- tiles ----------------------------------------------------------------------------------------
 def _tile_address(grid: Grid, z: str, y: str, x: str) -> tuple[int, int, int]:
     for name, value in (("tileMatrix", z), ("tileRow", y), ("tileCol", x)):
-        if not (value.isascii() and value.isdigit()) or len(value) > 9:
+        if not (whole_number(value)) or len(value) > 9:
             raise InvalidParameter(f"{name} must be a non-negative whole number, not {value[:20]!r}", locator=name)
     level, row, col = int(z), int(y), int(x)
     if not grid.valid(level, row, col):

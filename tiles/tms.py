@@ -94,33 +94,19 @@ def _north_first(uri: str) -> bool:
 
 
 def published_document(grid: Grid) -> dict:
-    """The TileMatrixSet document as served: OGC TMS 2.0, with TMS 1.0 members beside it.
+    """The OGC TMS 2.0 document as served, with coordinates in the CRS's axis order.
 
-    - Coordinates are in the CRS's axis order. morecantile decides the order from the first axis
-      *abbreviation*, which for the GK zones is "X" although that axis is the northing; for those its
-      pointOfOrigin comes out east-first, and GDAL ≥ 3.7 (which follows the CRS) would ask for negative rows.
-    - GDAL ≤ 3.6 (Debian bookworm's, under QGIS there) only reads TMS 1.0 (``type``, ``identifier``,
-      ``supportedCRS``, ``boundingBox``, ``tileMatrix[].topLeftCorner``); the extra members do not disturb
-      TMS 2.0 readers.
+    morecantile decides the order from the first axis *abbreviation*, which for the GK zones is "X" although
+    that axis is the northing; for those its pointOfOrigin comes out east-first (GDAL ≥ 3.7 follows the
+    CRS and would ask for negative rows), so it is swapped here and ``orderedAxes`` says N, E.
+    (TMS 1.0 members for GDAL ≤ 3.6 were tried and dropped: morecantile ≥ 4 then refuses the document,
+    and Debian's GDAL 3.6 cannot open OGC API vector tiles anyway.)
     """
     doc = grid.tms.model_dump(mode="json", by_alias=True, exclude_none=True)
     doc["uri"] = grid.uri
     left, bottom, right, top = grid.tms.xy_bbox
-    north_first = _north_first(doc["crs"])
-
-    def crs_order(x: float, y: float) -> list[float]:
-        return [y, x] if north_first else [x, y]
-
-    for matrix in doc["tileMatrices"]:
-        if north_first and matrix["pointOfOrigin"] == [left, top]:
+    if _north_first(doc["crs"]) and doc["tileMatrices"][0]["pointOfOrigin"] == [left, top]:
+        for matrix in doc["tileMatrices"]:
             matrix["pointOfOrigin"] = [top, left]
-    doc.update({
-        "type": "TileMatrixSetType", "identifier": grid.id, "supportedCRS": doc["crs"],
-        "boundingBox": {"type": "BoundingBoxType", "crs": doc["crs"], "lowerCorner": crs_order(left, bottom),
-                        "upperCorner": crs_order(right, top)},
-        "tileMatrix": [{"type": "TileMatrixType", "identifier": m["id"], "scaleDenominator": m["scaleDenominator"],
-                        "topLeftCorner": m["pointOfOrigin"], "tileWidth": m["tileWidth"], "tileHeight": m["tileHeight"],
-                        "matrixWidth": m["matrixWidth"], "matrixHeight": m["matrixHeight"]}
-                       for m in doc["tileMatrices"]],
-    })
+        doc["orderedAxes"] = ["N", "E"]
     return doc
