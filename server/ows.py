@@ -34,7 +34,8 @@ def _refuse(service: str, code: str, text: str, locator: str | None = None, stat
 def _normalise(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Spellings MapServer 8.0 refuses although clients send them (measured, docs/ows.md):
     WFS ``srsName=http://www.opengis.net/def/crs/EPSG/0/n`` (same meaning as the URN form), and WMS 1.1.1
-    ``SRS=CRS:84`` (its own capabilities list it; EPSG:4326 in 1.1.1 has the same lon/lat order)."""
+    ``SRS=CRS:84`` (its own capabilities list it; EPSG:4326 in 1.1.1 has the same lon/lat order). Paged
+    WFS GetFeature requests without SORTBY are sorted by feature id."""
     version = next((v for k, v in pairs if k.upper() == "VERSION"), "")
     out = []
     for key, value in pairs:
@@ -44,6 +45,12 @@ def _normalise(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         elif upper == "SRS" and version == "1.1.1" and value.upper() == "CRS:84":
             value = "EPSG:4326"
         out.append((key, value))
+    names = {k.upper(): v for k, v in out}
+    if (names.get("REQUEST", "").lower() == "getfeature" and "STARTINDEX" in names and "SORTBY" not in names
+            and "RESOURCEID" not in names and "FEATUREID" not in names):
+        # MapServer pages without ORDER BY: the same STARTINDEX can return a different page each time.
+        # A stable order (the feature id) makes paging through a layer return every feature exactly once.
+        out.append(("SORTBY", "fid"))
     return out
 
 
