@@ -123,11 +123,17 @@ class TileCache:
         if version < self.sync():
             return False  # computed before an invalidation that already ran: may be stale
         target = self.path(tileset, grid, level, row, col)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tile.")
-        with os.fdopen(fd, "wb") as fh:
+        # A temp name unique to this process and thread (cheaper than mkstemp on the hot path); replace()
+        # is atomic: readers see the old tile or the new one, never half of one.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            fh = open(tmp, "wb")
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")
+        with fh:
             fh.write(data)
-        os.replace(tmp, target)  # atomic: readers see the old tile or the new one, never half
+        os.replace(tmp, target)
         return True
 
 
