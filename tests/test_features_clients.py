@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -115,42 +114,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(settings, small_demo, port_factory, tmp_path_factory):
-    port = port_factory()
-    work = tmp_path_factory.mktemp("serve-clients")
-    settings_file = work / "settings.yaml"
-    settings_file.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{port}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL", "LANTU_BIND")}
-    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(settings_file))
-    log = work / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lantu.server.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"lantu serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"lantu serve not healthy within 60 s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.25)
-    yield Server(url, log, process)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    # A server-side traceback is a bug even when every client was content.
-    text = log.read_text("utf-8", "replace")
-    assert "Traceback" not in text, text[text.index("Traceback") - 500:][:4000]
+def server(small_demo, lantu_serve):
+    with lantu_serve("serve-clients") as (url, log, process):
+        yield Server(url, log, process)
 
 
 def get_json(url: str, **params) -> dict:

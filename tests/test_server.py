@@ -56,7 +56,7 @@ def test_db_stop_start_keeps_data(own_env):
     code, out = _run(own_env, "db", "start")
     assert code == 0 and "started" in out
     code, out = _run(own_env, "db", "status")
-    assert code == 0 and f"schema version {available()[-1].version}" in out
+    assert code == 0 and f"schema version {available()[-1].version}" in out, out
     with get_pool(settings).connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT xmmc, ST_X(geom), ST_Y(geom) FROM blueprint.key_projects")
         assert cur.fetchall() == [("黄花机场扩建", 113.22, 28.19)]
@@ -89,7 +89,8 @@ def _wait_healthy(url: str, timeout: float) -> float:
 
 
 def test_healthz_recovers_after_postgres_is_killed(own_env, port_factory):
-    assert _run(own_env, "db", "start")[0] == 0
+    code, out = _run(own_env, "db", "start")
+    assert code == 0, out
     port = port_factory()
     server = subprocess.Popen([sys.executable, "-m", "lantu.server.cli", "serve", "--bind", f"127.0.0.1:{port}",
                                "--workers", "2"], env={**os.environ, **own_env},

@@ -27,9 +27,7 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -227,42 +225,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(settings, small_demo, port_factory, tmp_path_factory):
+def server(small_demo, lantu_serve):
     """``lantu serve`` (gunicorn, 2 workers) over the session database; its cache is the session's too."""
-    port = port_factory()
-    work = tmp_path_factory.mktemp("serve-tiles")
-    settings_file = work / "settings.yaml"
-    settings_file.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{port}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL", "LANTU_BIND")}
-    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(settings_file))
-    log = work / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lantu.server.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"lantu serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"lantu serve not healthy within 60 s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.25)
-    yield Server(url, log, process)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    text = log.read_text("utf-8", "replace")
-    assert "Traceback" not in text, text[text.index("Traceback") - 500:][:4000]
+    with lantu_serve("serve-tiles") as (url, log, process):
+        yield Server(url, log, process)
 
 
 def fetch_tile(client, path: str, status: int = 200, headers=None):
