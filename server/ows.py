@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, Response, request
 
+from lantu.providers import crs as crs_mod
 from lantu.server import fcgi
 from lantu.server.context import lantu
 from lantu.server.errors import ows_exception, wms_exception
@@ -22,6 +23,7 @@ MAX_BODY = 20 * 1024 * 1024
 SERVICE_OF = {"/wms": "WMS", "/wfs": "WFS"}
 _HTTP_EPSG = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
 _HTTP_EPSG_XML = re.compile(rb'srsName="https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)"')
+_SHORT_SRSNAME = re.compile(rb'srsName="EPSG:(\d+)"')
 PASS_HEADERS = {"content-type", "content-disposition", "content-length"}
 
 
@@ -129,4 +131,19 @@ def ows() -> Response:
     else:
         return _refuse(service, "NoApplicableCode", "the map engine is restarting; retry in a moment", status=503)
     headers = [(k, v) for k, v in answer.headers if k.lower() in PASS_HEADERS and k.lower() != "content-length"]
-    return Response(answer.body, status=answer.status, headers=headers)
+    body = answer.body
+    if service == "WFS" and b'srsName="EPSG:' in body[:200_000]:
+        body = _relabel_north_first(body)
+    return Response(body, status=answer.status, headers=headers)
+
+
+def _relabel_north_first(body: bytes) -> bytes:
+    """MapServer 8.0's WFS 1.1.0 writes coordinates in EPSG axis order (lat/lon for EPSG:4490, north/east for
+    the GK zones) but labels them ``srsName="EPSG:4490"``, which GDAL, QGIS and the GeoServer convention read
+    as lon/lat (x = east). Relabelling with the URN form states the order the coordinates really have."""
+    def urn(match: re.Match) -> bytes:
+        code = int(match[1])
+        output = crs_mod.resolve(f"EPSG:{code}")
+        return b'srsName="urn:ogc:def:crs:EPSG::%d"' % code if output and output.swap_axes else match[0]
+
+    return _SHORT_SRSNAME.sub(urn, body)

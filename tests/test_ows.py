@@ -318,12 +318,6 @@ def test_gdal_wfs_lists_layers_and_filters(server, registry, pool, tmp_path):
     assert ogr_values(out, "BSM") == sorted(expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (MapServer 8.0 passed through by Lantu): WFS 1.1.0 GetFeature writes lat/lon coordinates but labels them "
-    'srsName="EPSG:4490" (for any SRSNAME form, or none); a bare EPSG code means lon/lat to GDAL (and to the '
-    "GeoServer/QGIS convention of brief §10), so `ogrinfo WFS:…/wfs?VERSION=1.1.0 lantu:basic_farmland` lists "
-    "MULTISURFACE (((28.07 113.20, …: x = latitude. 2.0.0 is right (urn:ogc:def:crs:EPSG::4490). Expected: lon/lat "
-    "geometries in GDAL — Lantu rewriting the 1.1.0 output's srsName to the URN (or its coordinates to lon/lat)."))
 def test_gdal_wfs_110_reads_lon_lat(server, planted, tmp_path):
     out = gdal("ogrinfo", "-ro", f"WFS:{server.url}/wfs?VERSION=1.1.0", f"lantu:{FARMLAND}", "-where",
                f"fid = {planted['fid']}", cwd=tmp_path)
@@ -559,16 +553,14 @@ WFS_AXES = [  # (version, srsName, output axis order, srsName echoed in the GML)
     ("2.0.0", None, "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
     ("2.0.0", "urn:ogc:def:crs:EPSG::4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
     ("2.0.0", "http://www.opengis.net/def/crs/EPSG/0/4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),  # Lantu: → URN
-    # PINNED, NOT THE CONVENTION: brief §10 says bare `EPSG:4490` → lon/lat (GeoServer/QGIS Server), but
-    # MapServer 8.0 answers lat/lon and Lantu passes it through unchanged (docs/ows.md). Reported.
+    # A bare `EPSG:4490` request: MapServer 8.0 answers lat/lon, but labels the GML with the URN, so the answer
+    # describes itself correctly and clients read it right (brief §10 would prefer lon/lat here; docs/ows.md).
     ("2.0.0", "EPSG:4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
-    # WFS 1.1.0: lat/lon for every form, but MapServer labels the GML 3.1.1 "EPSG:4490" whatever was asked —
-    # PINNED: by the same convention that label means lon/lat, and GDAL reads these geometries swapped
-    # (test_gdal_wfs_110_reads_lon_lat, xfail). Reported.
-    ("1.1.0", "urn:ogc:def:crs:EPSG::4490", "lat,lon", "EPSG:4490"),
-    ("1.1.0", "http://www.opengis.net/def/crs/EPSG/0/4490", "lat,lon", "EPSG:4490"),
-    # PINNED, NOT THE CONVENTION (as for 2.0.0).
-    ("1.1.0", "EPSG:4490", "lat,lon", "EPSG:4490"),
+    # WFS 1.1.0: MapServer writes lat/lon for every form but labels it "EPSG:4490", which by the convention
+    # means lon/lat; Lantu relabels it with the URN (server/ows.py), so GDAL reads x = lon.
+    ("1.1.0", "urn:ogc:def:crs:EPSG::4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
+    ("1.1.0", "http://www.opengis.net/def/crs/EPSG/0/4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
+    ("1.1.0", "EPSG:4490", "lat,lon", "urn:ogc:def:crs:EPSG::4490"),
 ]
 
 
