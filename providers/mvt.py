@@ -47,6 +47,15 @@ def _storage_envelope(req: TileRequest) -> tuple[sql.Composable, list]:
         sql.Literal(req.srid)), [*box, segment])
 
 
+def tile_params(layers: Sequence[TileLayer], req: TileRequest) -> list:
+    """The bound values of ``tile_sql`` (in its placeholder order), without composing the statement."""
+    _, env_params = _storage_envelope(req)
+    params: list = []
+    for layer in layers:
+        params += [layer.name, *req.bounds, *env_params]
+    return params
+
+
 def _layer_sql(layer: TileLayer, req: TileRequest) -> tuple[sql.Composable, list]:
     src = layer.source
     geom = sql.SQL("t.{}").format(sql.Identifier(src.geometry_column))
@@ -89,12 +98,11 @@ def fetch_tile(pool: Pool, layers: Sequence[TileLayer], req: TileRequest) -> tup
 
     The statement's text depends only on the layers, their attributes and the grid's SRID, so it is rendered
     once per such shape (rendering ``psycopg2.sql`` objects costs more than a small tile's query plan)."""
-    statement, params = tile_sql(layers, req)
     key = (req.srid, tuple((layer.name, layer.source.table, layer.properties) for layer in layers))
     with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
         text = _rendered.get(key)
         if text is None:
-            text = _rendered[key] = statement.as_string(conn)
-        cur.execute(text, params)
+            text = _rendered[key] = tile_sql(layers, req)[0].as_string(conn)
+        cur.execute(text, tile_params(layers, req))
         version, data = cur.fetchone()
     return bytes(data), version

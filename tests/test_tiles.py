@@ -695,3 +695,16 @@ def test_a_load_replaces_the_cached_tiles_of_its_area_only(http, pool, registry,
         time.sleep(1.1)
     restored = http(paths["A"])
     assert restored.status == 200 and restored.headers["ETag"] == before["A"].headers["ETag"]
+
+
+@pytest.mark.parametrize("srid", [3857, 4326, 4490, 4547])
+def test_tile_params_match_the_composed_statement(registry, srid):
+    """The hot path binds ``tile_params`` to SQL text rendered once per shape; both must list the same values
+    in the same order as ``tile_sql`` composes them."""
+    from lantu.providers.features import source_from_layer
+    from lantu.providers.mvt import TileLayer, TileRequest, tile_params, tile_sql
+
+    layers = [TileLayer(layer.id, source_from_layer(layer), source_from_layer(layer).properties[:3])
+              for layer in registry.vector_layers()[:4]]
+    req = TileRequest(srid, (113.0, 28.0, 113.5, 28.5) if srid in (4326, 4490) else (1.2e7, 3.2e6, 1.3e7, 3.3e6))
+    assert tile_params(layers, req) == tile_sql(layers, req)[1]
