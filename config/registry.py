@@ -8,7 +8,6 @@ The registry is immutable: a new registry replaces an old one, nothing mutates i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -235,6 +234,3 @@ def _default_registry() -> Registry:
     text = resources.files("lantu.config").joinpath("registry.yaml").read_text("utf-8")
     return parse_registry(yaml.safe_load(text), load_code_lists(), "lantu/config/registry.yaml")
 
-
-def is_ascii_id(value: str) -> bool:
-    return re.fullmatch(ID_PATTERN, value) is not None

@@ -24,3 +24,13 @@ class LantuContext:
 
 def lantu() -> LantuContext:
     return current_app.extensions["lantu"]
+
+
+def collections():
+    """The served collections (``server.collections.Collections``) of the current app."""
+    return current_app.extensions["lantu.collections"]
+
+
+def base_url() -> str:
+    """Base of every absolute URL Lantu writes (LANTU_PUBLIC_URL)."""
+    return lantu().settings.public_url

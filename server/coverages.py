@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WzRequest
 
 from lantu.providers import crs as crs_mod
 from lantu.server.collections import pygeoapi_request
+from lantu.server.context import collections
 from lantu.server.errors import InvalidParameter, NotFound
 
 bp = Blueprint("coverages", __name__)
@@ -30,9 +31,9 @@ def _check_bbox(raw: str) -> None:
 
 @bp.get("/collections/<cid>/coverage")
 def coverage(cid: str) -> Response:
-    collections = current_app.extensions["lantu.collections"]
-    api = collections.api()
-    if cid not in collections.coverages:
+    served = collections()
+    api = served.api()
+    if cid not in served.coverages:
         raise NotFound(f"no coverage collection {cid[:60]!r}")
     unknown = [k for k in request.args if k not in ALLOWED]
     if unknown:

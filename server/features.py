@@ -11,24 +11,23 @@ import json
 from urllib.parse import urlencode
 
 import psycopg2.errors
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WzRequest
 
 from lantu.providers import crs as crs_mod
 from lantu.providers.features import FeatureSource, fetch_csv, fetch_item, fetch_items
-from lantu.server.collections import Collections, clean_links, describe, landing
+from lantu.server.collections import clean_links, describe, landing
 from lantu.server.conformance import CONFORMANCE_CLASSES
-from lantu.server.context import lantu
+from lantu.server.context import base_url, collections, lantu
 from lantu.server.errors import InvalidParameter, NotFound
 from lantu.server.feature_params import (
     ITEM_PARAMS,
     parse_crs,
     parse_items_query,
     parse_property_list,
-    queryables_of,
 )
-from lantu.server.formats import negotiate, whole_number
+from lantu.server.formats import json_response, negotiate, whole_number
 
 bp = Blueprint("features", __name__)
 GEOJSON = "application/geo+json"
@@ -36,16 +35,7 @@ FMT_TITLES = {"json": ("application/geo+json", "GeoJSON"), "html": ("text/html",
               "csv": ("text/csv", "CSV")}
 
 
-def collections() -> Collections:
-    return current_app.extensions["lantu.collections"]
 
-
-def base_url() -> str:
-    return lantu().settings.public_url
-
-
-def json_response(doc: dict, mimetype: str = "application/json", headers: dict | None = None) -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False), mimetype=mimetype, headers=headers or {})
 
 
 def _pygeoapi_json(call, *args) -> dict:
@@ -270,6 +260,3 @@ def item(cid: str, fid: str) -> Response:
     body = text[:-1] + ',"links":' + json.dumps(links) + "}"
     return Response(body, mimetype=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>", "Link": link_header(links)})
 
-
-def queryables_for(src: FeatureSource):  # re-exported for the OpenAPI generator
-    return queryables_of(src)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Request
+from flask import Request, Response, json
 
 from lantu.server.errors import InvalidParameter
 
@@ -30,3 +30,8 @@ def whole_number(text: str) -> bool:
     """ASCII digits only: ``str.isdigit`` also accepts '²' and other scripts' digits, which ``int`` refuses
     or reads differently — a request must not turn that into a 500."""
     return text.isascii() and text.isdigit()
+
+
+def json_response(doc: dict, mimetype: str = "application/json", headers: dict | None = None) -> Response:
+    """A JSON document as UTF-8 (Chinese titles unescaped)."""
+    return Response(json.dumps(doc, ensure_ascii=False), mimetype=mimetype, headers=headers or {})

@@ -3,10 +3,10 @@ validators and schemathesis work offline)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, json, render_template, request
+from flask import Blueprint, Response, json, render_template, request
 
 from lantu.providers import crs as crs_mod
-from lantu.server.context import lantu
+from lantu.server.context import collections, lantu
 from lantu.server.formats import negotiate
 from lantu.tiles.tms import grids
 
@@ -117,7 +117,7 @@ def _tile(params: list[str], op: str) -> dict:
 
 def document() -> dict:
     settings = lantu().settings
-    ids = sorted(current_app.extensions["lantu.collections"].infos)
+    ids = sorted(collections().infos)
     items_params = ["collectionId", "fItems", "limit", "offset", "bbox", "bbox-crs", "crs", "datetime",
                     "properties", "sortby", "filter", "filter-lang", "filter-crs", "skipGeometry"]
     doc = {

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import zlib
 
-from flask import Blueprint, Response, current_app, json, request
+from flask import Blueprint, Response, current_app, request
 
 from lantu.config.registry import Layer
 from lantu.providers import crs as crs_mod
 from lantu.providers.changelog import changes_since, current_change
 from lantu.providers.features import FeatureSource, Property
 from lantu.providers.mvt import TileLayer, TileRequest, fetch_tile
-from lantu.server.collections import Collections
-from lantu.server.context import lantu
+from lantu.server.context import base_url, collections, lantu
 from lantu.server.errors import InvalidParameter, NotFound
-from lantu.server.formats import whole_number
+from lantu.server.formats import json_response, whole_number
 from lantu.tiles.cache import BLUEPRINT, TileCache
 from lantu.tiles.tms import Grid, grids, published_document
 
@@ -36,16 +35,7 @@ def tile_cache() -> TileCache:
     return app.extensions["lantu.tile_cache"]
 
 
-def collections() -> Collections:
-    return current_app.extensions["lantu.collections"]
 
-
-def base_url() -> str:
-    return lantu().settings.public_url
-
-
-def json_response(doc: dict, mimetype: str = "application/json") -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False), mimetype=mimetype)
 
 
 def _grid(tms_id: str) -> Grid:
