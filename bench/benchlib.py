@@ -459,3 +459,62 @@ def http_factory(port: int) -> ClientFactory:
 
 def fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+# ---- py-spy profiling of Lantu's gunicorn workers (shared by bench/ows and bench/tiles) -------------------
+PROFILE_RATE = 500
+
+
+def spy_start(pyspy: str, pids: Sequence[int], stem: Path, idle: bool,
+              rate: int = PROFILE_RATE) -> tuple[list[subprocess.Popen], list[Path]]:
+    """Start ``py-spy record`` (raw format) on each pid; ``idle`` counts waiting as well (wall time)."""
+    spies, outputs = [], []
+    for pid in pids:
+        out = stem.with_name(f"{stem.name}-{pid}.txt")
+        outputs.append(out)
+        spies.append(subprocess.Popen([pyspy, "record", "--pid", str(pid), *(["--idle"] if idle else []),
+                                       "--nonblocking", "--rate", str(rate), "--format", "raw", "-o", str(out)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    time.sleep(1.0)
+    return spies, outputs
+
+
+def spy_stop(spies: Sequence[subprocess.Popen]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+def spy_classify(outputs: Sequence[Path], main_thread: bool,
+                 buckets_by_frame: Sequence[tuple[str, str]]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Samples per bucket (first matching frame substring) and per leaf frame, over gunicorn's request
+    threads (and its main loop if ``main_thread``)."""
+    buckets: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for out in outputs:
+        if not out.exists():
+            continue
+        for line in out.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            if "ThreadWorker.handle " in stack:
+                name = next((label for key, label in buckets_by_frame if key in stack), None)
+                if name is None:
+                    name = "Flask/werkzeug (dispatch, request and response objects)" if "Flask." in stack \
+                        else "gunicorn gthread (request parsing, keep-alive)"
+            elif main_thread and "ThreadWorker.run " in stack:
+                name = "gunicorn main thread (poll, accept, hand the connection to a thread)"
+            else:
+                continue
+            total += int(count)
+            buckets[name] = buckets.get(name, 0) + int(count)
+            leaf = stack.rsplit(";", 1)[-1]
+            leaves[leaf] = leaves.get(leaf, 0) + int(count)
+    return buckets, leaves, total

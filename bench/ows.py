@@ -47,7 +47,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +58,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
+    PROFILE_RATE,
     VENV_BIN,
     BenchError,
     BenchHome,
@@ -74,6 +74,9 @@ from benchlib import (  # noqa: E402
     percentile,
     run_interleaved,
     run_serial,
+    spy_classify,
+    spy_start,
+    spy_stop,
     stop_all,
 )
 from features import ensure_data, loadavg, warm_table  # noqa: E402
@@ -537,7 +540,7 @@ def measure_wmts(home: Path, port: int, rounds: int) -> Wmts:
 
 
 # ---- profile (--profile) -------------------------------------------------------------------------------
-PROFILE_RATE = 500
+
 # Where a request thread of a Lantu worker spends its time; the first rule whose key is in the stack wins.
 PROFILE_BUCKETS = [
     ("_read_exact", "fcgi: wait for mapserv's answer (recv: MapServer renders)"),
@@ -553,56 +556,6 @@ PROFILE_BUCKETS = [
 ]
 
 
-def _spy(pyspy: str, pids: Sequence[int], stem: Path, idle: bool) -> tuple[list[subprocess.Popen], list[Path]]:
-    spies, outputs = [], []
-    for pid in pids:
-        out = stem.with_name(f"{stem.name}-{pid}.txt")
-        outputs.append(out)
-        spies.append(subprocess.Popen([pyspy, "record", "--pid", str(pid), *(["--idle"] if idle else []),
-                                       "--nonblocking", "--rate", str(PROFILE_RATE), "--format", "raw", "-o",
-                                       str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-    time.sleep(1.0)
-    return spies, outputs
-
-
-def _stop(spies: Sequence[subprocess.Popen]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)
-    for spy in spies:
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            spy.wait()
-
-
-def _classify(outputs: Sequence[Path], main_thread: bool) -> tuple[dict[str, int], dict[str, int], int]:
-    buckets: dict[str, int] = {}
-    leaves: dict[str, int] = {}
-    total = 0
-    for out in outputs:
-        if not out.exists():
-            continue
-        for line in out.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            if "ThreadWorker.handle " in stack:
-                name = next((label for key, label in PROFILE_BUCKETS if key in stack), None)
-                if name is None:
-                    name = "Flask/werkzeug (dispatch, request and response objects)" if "Flask." in stack \
-                        else "gunicorn gthread (request parsing, keep-alive)"
-            elif main_thread and "ThreadWorker.run " in stack:
-                name = "gunicorn main thread (poll, accept, hand the connection to a thread)"
-            else:
-                continue
-            total += int(count)
-            buckets[name] = buckets.get(name, 0) + int(count)
-            leaf = stack.rsplit(";", 1)[-1]
-            leaves[leaf] = leaves.get(leaf, 0) + int(count)
-    return buckets, leaves, total
-
-
 def profile_lantu(home: BenchHome, server: Server, port: int, sockets: Sequence[str], jobs: Sequence[Job],
                   passes: int) -> list[str]:
     """py-spy on both gunicorn workers while Lantu serves ``jobs`` ``passes`` times (1 client): wall (--idle,
@@ -616,11 +569,11 @@ def profile_lantu(home: BenchHome, server: Server, port: int, sockets: Sequence[
              f"threads and the main loop)"]
     results = {}
     for mode in ("wall", "cpu"):
-        spies, outputs = _spy(pyspy, server.worker_pids(), home.logs / f"py-spy-ows-{mode}", idle=mode == "wall")
+        spies, outputs = spy_start(pyspy, server.worker_pids(), home.logs / f"py-spy-ows-{mode}", idle=mode == "wall")
         m = Measurement()
         run_serial(lantu_factory(port), todo, m)
-        _stop(spies)
-        results[mode] = (*_classify(outputs, main_thread=mode == "cpu"), m)
+        spy_stop(spies)
+        results[mode] = (*spy_classify(outputs, mode == "cpu", PROFILE_BUCKETS), m)
     wall, cpu = results["wall"], results["cpu"]
     if not wall[2] and not cpu[2]:
         return lines + [f"  no samples (py-spy needs ptrace; see {home.logs})"]

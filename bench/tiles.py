@@ -21,7 +21,6 @@ import queue
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
+    PROFILE_RATE,
     VENV_BIN,
     BenchError,
     BenchHome,
@@ -49,6 +49,9 @@ from benchlib import (  # noqa: E402
     postmaster_pid,
     run_concurrent,
     self_cpu_seconds,
+    spy_classify,
+    spy_start,
+    spy_stop,
     stop_all,
 )
 from features import TIPG_REQUIREMENTS, ensure_data, loadavg, warm_table  # noqa: E402
@@ -477,7 +480,7 @@ def check(targets: list[Target], jobs: list[Job]) -> None:
 
 
 # ---- profile (--profile) -------------------------------------------------------------------------------
-PROFILE_RATE = 500
+
 PROFILE_PASSES = 3
 # Where a request thread of a Lantu worker spends its time; the first rule whose key is in the stack wins.
 PROFILE_BUCKETS = [
@@ -500,56 +503,6 @@ PROFILE_BUCKETS = [
 ]
 
 
-def _spy(pyspy: str, pids: list[int], out_stem: Path, idle: bool) -> tuple[list[subprocess.Popen], list[Path]]:
-    outputs, spies = [], []
-    for pid in pids:
-        out = out_stem.with_name(f"{out_stem.name}-{pid}.txt")
-        outputs.append(out)
-        spies.append(subprocess.Popen([pyspy, "record", "--pid", str(pid), *(["--idle"] if idle else []),
-                                       "--nonblocking", "--rate", str(PROFILE_RATE), "--format", "raw", "-o",
-                                       str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-    time.sleep(1.0)
-    return spies, outputs
-
-
-def _stop_spies(spies: list[subprocess.Popen]) -> None:
-    for spy in spies:
-        spy.send_signal(signal.SIGINT)
-    for spy in spies:
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-
-
-def _classify(outputs: list[Path], with_main_thread: bool) -> tuple[dict[str, int], dict[str, int], int]:
-    """Samples per bucket and per leaf frame (request threads; the gthread main loop too if asked)."""
-    buckets: dict[str, int] = {}
-    leaves: dict[str, int] = {}
-    total = 0
-    for out in outputs:
-        if not out.exists():
-            continue
-        for line in out.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            if "ThreadWorker.handle " in stack:
-                name = next((label for key, label in PROFILE_BUCKETS if key in stack), None)
-                if name is None:
-                    name = "Flask/werkzeug other (dispatch, request/response objects)" if "Flask." in stack \
-                        else "gunicorn gthread other (request parsing, keep-alive)"
-            elif with_main_thread and "ThreadWorker.run " in stack:
-                name = "gunicorn main thread (poll, accept, hand connections to threads)"
-            else:
-                continue
-            total += int(count)
-            buckets[name] = buckets.get(name, 0) + int(count)
-            leaf = stack.rsplit(";", 1)[-1]
-            leaves[leaf] = leaves.get(leaf, 0) + int(count)
-    return buckets, leaves, total
-
-
 def profile_lantu(home: BenchHome, lantu: Target, jobs: list[Job], clients: int) -> list[str]:
     """py-spy on both Lantu workers during uncached and cached passes (``clients`` clients): once with --idle
     (wall time of the request threads: where a tile waits) and once without (CPU: what competes with PostgreSQL
@@ -565,15 +518,15 @@ def profile_lantu(home: BenchHome, lantu: Target, jobs: list[Job], clients: int)
         for mode in ("wall", "cpu"):
             if kind == "cached":
                 one_pass(Target("scratch", "", lantu.path_of, lantu.port), jobs, clients, False, None)  # fill it
-            spies, outputs = _spy(pyspy, lantu.server.worker_pids(), home.logs / f"py-spy-tiles-{kind}-{mode}",
+            spies, outputs = spy_start(pyspy, lantu.server.worker_pids(), home.logs / f"py-spy-tiles-{kind}-{mode}",
                                   idle=mode == "wall")
             m = Measurement()
             for _ in range(PROFILE_PASSES):
                 if kind == "uncached":
                     clear_cache(home)
                 run_concurrent(recording_factory(lantu, jobs, {}, False), list(range(len(jobs))), clients, m)
-            _stop_spies(spies)
-            results[mode] = (*_classify(outputs, with_main_thread=mode == "cpu"), m)
+            spy_stop(spies)
+            results[mode] = (*spy_classify(outputs, mode == "cpu", PROFILE_BUCKETS), m)
         wall, cpu = results["wall"], results["cpu"]
         if not wall[2] and not cpu[2]:
             lines.append(f"  {kind}: no samples (py-spy needs ptrace; see {home.logs})")
