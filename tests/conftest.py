@@ -3,6 +3,8 @@ county loaded once, torn down at the end. Tests that need a running server start
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -130,3 +132,54 @@ def lantu_serve(settings: Settings, port_factory, tmp_path_factory):
     def start(name: str):
         return _lantu_serve(settings, port_factory(), tmp_path_factory.mktemp(name))
     return start
+
+
+CLIENTS = Path(__file__).resolve().parent / "clients"
+VENV_ROOT = Path(os.environ.get("LANTU_TEST_VENVS") or "/var/tmp/lantu-test-venvs")
+
+
+@pytest.fixture(scope="session")
+def announce(pytestconfig):
+    """``announce(message)``: a line on the terminal even while output is captured."""
+    def say(message: str) -> None:
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            print(f"[clients] {message}", file=sys.stderr)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[clients] {message}", yellow=True)
+    return say
+
+
+@pytest.fixture(scope="session")
+def side_venv(announce):
+    """``side_venv(name)``: the python of a venv with ``tests/clients/<name>-requirements.txt`` installed, for
+    clients whose pins clash with Lantu's (design brief §11). Made on first use and cached by the hash of the
+    requirements and of the interpreter; creation is serialised by a lock file and marked complete only at
+    the end, so parallel runs and interrupted builds are safe."""
+    def make(name: str) -> Path:
+        requirements = CLIENTS / f"{name}-requirements.txt"
+        digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:12]
+        target = VENV_ROOT / f"{name}-{digest}"
+        python = target / "bin" / "python"
+        if (target / ".complete").exists():
+            return python
+        VENV_ROOT.mkdir(parents=True, exist_ok=True)
+        with open(VENV_ROOT / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (target / ".complete").exists():  # made by a parallel run while we waited
+                return python
+            announce(f"FIRST RUN: creating side venv {target} from {requirements.name} (cached afterwards)")
+            started = time.monotonic()
+            shutil.rmtree(target, ignore_errors=True)  # an interrupted build has no .complete marker
+            subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+            pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                  "-r", str(requirements)], capture_output=True, text=True, timeout=900)
+            if pip.returncode != 0:
+                shutil.rmtree(target, ignore_errors=True)
+                pytest.fail(f"pip could not build the {name} side venv:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}")
+            (target / ".complete").write_text(requirements.read_text())
+            announce(f"side venv {target.name} ready in {time.monotonic() - started:.0f} s")
+        return python
+    return make

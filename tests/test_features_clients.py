@@ -19,14 +19,11 @@ first creation is announced on the terminal. The requirement files are in ``test
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 import xml.etree.ElementTree as ET
@@ -39,52 +36,11 @@ import pytest
 import requests
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-VENV_ROOT = Path(os.environ.get("LANTU_TEST_VENVS") or "/var/tmp/lantu-test-venvs")
 FARMLAND = "basic_farmland"
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
-def announce(config: pytest.Config, message: str) -> None:
-    """A line on the terminal even while output is captured (side venv creation, GDAL's filter mode)."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(f"[clients] {message}", file=sys.stderr)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(f"[clients] {message}", yellow=True)
-
-
-def side_venv(config: pytest.Config, name: str) -> Path:
-    """The python of a venv with ``tests/clients/<name>-requirements.txt`` installed, made on first use and
-    cached by the hash of the requirements and of the interpreter version. Creation is serialised by a lock
-    file and marked complete only at the end, so parallel runs and interrupted builds are safe."""
-    requirements = CLIENTS / f"{name}-requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    target = VENV_ROOT / f"{name}-{digest}"
-    python = target / "bin" / "python"
-    if (target / ".complete").exists():
-        return python
-    VENV_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(VENV_ROOT / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():  # made by a parallel run while we waited
-            return python
-        announce(config, f"FIRST RUN: creating side venv {target} from {requirements.name} (cached afterwards)")
-        started = time.monotonic()
-        shutil.rmtree(target, ignore_errors=True)  # an interrupted build has no .complete marker
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              "-r", str(requirements)], capture_output=True, text=True, timeout=900)
-        if pip.returncode != 0:
-            shutil.rmtree(target, ignore_errors=True)
-            pytest.fail(f"pip could not build the {name} side venv:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}")
-        (target / ".complete").write_text(requirements.read_text())
-        announce(config, f"side venv {target.name} ready in {time.monotonic() - started:.0f} s")
-    return python
-
-
 def sql_rows(pool, statement: str, params=()) -> list[tuple]:
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute(statement, params)
@@ -151,7 +107,7 @@ def test_gdal_lists_every_vector_collection(server, registry):
     assert all(listed[cid] == title for cid, title in expected.items() if "(" not in title)
 
 
-def test_gdal_where_reads_the_sql_answer(server, pool, pytestconfig, record_property):
+def test_gdal_where_reads_the_sql_answer(server, pool, announce, record_property):
     expected = [r[0] for r in sql_rows(pool, "SELECT fid FROM blueprint.basic_farmland WHERE dlbm = %s ORDER BY fid",
                                        ("0101",))]
     assert expected, "the small demo has no paddy field (DLBM 0101) in basic_farmland"
@@ -177,7 +133,7 @@ def test_gdal_where_reads_the_sql_answer(server, pool, pytestconfig, record_prop
         total = sql_rows(pool, "SELECT count(*) FROM blueprint.basic_farmland")[0][0]
         assert len(hits) >= total // 500, hits
     record_property("gdal_where_mode", mode)
-    announce(pytestconfig, f"ogrinfo -where: {mode}; {len(hits)} items requests")
+    announce(f"ogrinfo -where: {mode}; {len(hits)} items requests")
 
 
 def test_where_forms_gdal_may_send_agree_with_sql(server, pool):
@@ -257,8 +213,8 @@ def test_owslib_items_paging_bbox_and_filter(owslib_features, server, pool):
 
 
 # ---- 3. schemathesis (side venv) ----------------------------------------------------------------------
-def test_schemathesis_finds_no_server_error(server, pool, pytestconfig, tmp_path):
-    python = side_venv(pytestconfig, "schemathesis")
+def test_schemathesis_finds_no_server_error(server, pool, side_venv, tmp_path):
+    python = side_venv("schemathesis")
     fids = [str(r[0]) for r in sql_rows(pool, "SELECT fid FROM blueprint.basic_farmland ORDER BY fid LIMIT 5")]
     config = tmp_path / "schemathesis.toml"
     # Real feature ids for getFeature half of the time, so crs/properties are fuzzed on features that exist.
@@ -394,8 +350,8 @@ def unexcused(failures: list[tuple[str, str]], server: Server, pool, registry) -
 
 
 @pytest.fixture(scope="module")
-def ogctests_python(pytestconfig):
-    return side_venv(pytestconfig, "ogctests")
+def ogctests_python(side_venv):
+    return side_venv("ogctests")
 
 
 @pytest.mark.parametrize("scope", ["features/core", "features/filtering"])

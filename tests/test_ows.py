@@ -23,14 +23,11 @@ the test XPASSes, fails, and the marker must go.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import io
 import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,7 +49,6 @@ SHARED_XSD = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "x
 os.environ["XML_CATALOG_FILES"] = str(SHARED_XSD / "catalog.xml")
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-VENV_ROOT = Path(os.environ.get("LANTU_TEST_VENVS") or "/var/tmp/lantu-test-venvs")
 FARMLAND = "basic_farmland"
 NS = {"wms": "http://www.opengis.net/wms", "ogc": "http://www.opengis.net/ogc", "wfs": "http://www.opengis.net/wfs/2.0",
       "ows11": "http://www.opengis.net/ows/1.1", "ows20": "http://www.opengis.net/ows/2.0",
@@ -60,42 +56,6 @@ NS = {"wms": "http://www.opengis.net/wms", "ogc": "http://www.opengis.net/ogc", 
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
-def announce(config: pytest.Config, message: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(f"[ows] {message}", file=sys.stderr)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(f"[ows] {message}", yellow=True)
-
-
-def side_venv(config: pytest.Config, name: str) -> Path:
-    """The python of a venv with ``tests/clients/<name>-requirements.txt``, made on first use and cached by
-    the hash of the requirements and the interpreter (same scheme as tests/test_features_clients.py)."""
-    requirements = CLIENTS / f"{name}-requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    target = VENV_ROOT / f"{name}-{digest}"
-    python = target / "bin" / "python"
-    if (target / ".complete").exists():
-        return python
-    VENV_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(VENV_ROOT / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():
-            return python
-        announce(config, f"FIRST RUN: creating side venv {target} from {requirements.name} (cached afterwards)")
-        shutil.rmtree(target, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              "-r", str(requirements)], capture_output=True, text=True, timeout=900)
-        if pip.returncode != 0:
-            shutil.rmtree(target, ignore_errors=True)
-            pytest.fail(f"pip could not build the {name} side venv:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}")
-        (target / ".complete").write_text(requirements.read_text())
-    return python
-
-
 def sql_rows(pool, statement: str, params=()) -> list[tuple]:
     with pool.connection() as conn, conn.cursor() as cur:
         cur.execute(statement, params)
@@ -239,8 +199,8 @@ def test_owslib_main_venv_reads_every_layer(server, registry, pool, tmp_path):
     check_owslib(result, tmp_path, registry, pool, tiles=True)
 
 
-def test_owslib_newest_reads_every_layer(server, registry, pool, tmp_path, pytestconfig):
-    python = side_venv(pytestconfig, "owslib")
+def test_owslib_newest_reads_every_layer(server, registry, pool, tmp_path, side_venv):
+    python = side_venv("owslib")
     result = run_owslib(python, server, tmp_path)
     assert tuple(map(int, result["version"].split(".")[:2])) >= (0, 35), result["version"]
     check_owslib(result, tmp_path, registry, pool, tiles=False)
