@@ -28,6 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
+    PROFILE_RATE,
     VENV_BIN,
     BenchError,
     BenchHome,
@@ -44,6 +45,9 @@ from benchlib import (  # noqa: E402
     run_concurrent,
     run_interleaved,
     run_serial,
+    spy_classify,
+    spy_start,
+    spy_stop,
     stop_all,
 )
 
@@ -427,7 +431,6 @@ def http_jobs_factory(target: Target):
 
 
 # ---- profile (--profile) -------------------------------------------------------------------------------
-PROFILE_RATE = 500
 # Where a request thread of a Lantu worker spends wall time; the first rule whose key is in the stack wins.
 PROFILE_BUCKETS = [
     ("find_pg_bin", "get_pool() → Cluster.from_settings → find_pg_bin() glob, on every lantu().pool"),
@@ -444,6 +447,7 @@ PROFILE_BUCKETS = [
     ("write (gunicorn/util.py", "gunicorn: send the body (sendall)"),
     ("glogging", "gunicorn: access log"),
     ("send_headers", "gunicorn: send headers"),
+    ("items (server/features.py", "items view's own lines (splicing head + features)"),
 ]
 
 
@@ -456,41 +460,11 @@ def profile_lantu(home: BenchHome, lantu: Target, jobs: dict[str, list[Job]], re
              f"× 1 client per workload; ms per request in the request thread"]
     factory = http_jobs_factory(lantu)
     for workload in WORKLOADS:
-        outputs, spies = [], []
-        for pid in lantu.server.worker_pids():
-            out = home.logs / f"py-spy-{workload}-{pid}.txt"
-            outputs.append(out)
-            spies.append(subprocess.Popen([pyspy, "record", "--pid", str(pid), "--idle", "--nonblocking",
-                                           "--rate", str(PROFILE_RATE), "--format", "raw", "-o", str(out)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        time.sleep(1.0)
+        spies, outputs = spy_start(pyspy, lantu.server.worker_pids(), home.logs / f"py-spy-{workload}", idle=True)
         m = Measurement()
         run_serial(factory, jobs[workload][:requests], m)
-        for spy in spies:
-            spy.send_signal(signal.SIGINT)
-        for spy in spies:
-            try:
-                spy.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-        buckets: dict[str, int] = {}
-        total = 0
-        for out in outputs:
-            if not out.exists():
-                continue
-            for line in out.read_text(errors="replace").splitlines():
-                stack, _, count = line.rpartition(" ")
-                if "ThreadWorker.handle " not in stack or not count.isdigit():
-                    continue
-                total += int(count)
-                leaf = stack.rsplit(";", 1)[-1]
-                name = next((label for key, label in PROFILE_BUCKETS if key in stack), None)
-                if name is None and leaf.startswith("items (server/features.py"):
-                    name = "items view's own lines (splicing head + features text: str concatenation)"
-                elif name is None:
-                    name = "Flask/werkzeug other (dispatch, request/response objects)" if "Flask." in stack \
-                        else "gunicorn gthread other (request parsing, keep-alive, queue)"
-                buckets[name] = buckets.get(name, 0) + int(count)
+        spy_stop(spies)
+        buckets, _, total = spy_classify(outputs, False, PROFILE_BUCKETS)
         if not total:
             lines.append(f"  {workload}: no samples (py-spy needs ptrace; see {home.logs})")
             continue
