@@ -518,3 +518,17 @@ def spy_classify(outputs: Sequence[Path], main_thread: bool,
             leaf = stack.rsplit(";", 1)[-1]
             leaves[leaf] = leaves.get(leaf, 0) + int(count)
     return buckets, leaves, total
+
+
+def shutdown(home: BenchHome, keep: bool, db_started: bool) -> None:
+    """End of every bench: stop the servers it started and the database if it started it (unless --keep)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
+    if keep:
+        log("--keep: servers and database left running")
+        return
+    stop_all()
+    if db_started:
+        try:
+            log(lantu_cli(home, "db", "stop"))
+        except BenchError as exc:
+            log(f"could not stop the database: {exc}")

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import math
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -45,10 +44,10 @@ from benchlib import (  # noqa: E402
     run_concurrent,
     run_interleaved,
     run_serial,
+    shutdown,
     spy_classify,
     spy_start,
     spy_stop,
-    stop_all,
 )
 
 from lantu.config.registry import load_registry  # noqa: E402
@@ -626,16 +625,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
-        if args.keep:
-            log("--keep: servers and database left running")
-        else:
-            stop_all()
-            if db_started:
-                try:
-                    log(lantu_cli(home, "db", "stop"))
-                except BenchError as exc:
-                    log(f"could not stop the database: {exc}")
+        shutdown(home, args.keep, db_started)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import sys
@@ -74,10 +73,10 @@ from benchlib import (  # noqa: E402
     percentile,
     run_interleaved,
     run_serial,
+    shutdown,
     spy_classify,
     spy_start,
     spy_stop,
-    stop_all,
 )
 from features import ensure_data, loadavg, warm_table  # noqa: E402
 
@@ -794,16 +793,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
-        if args.keep:
-            log("--keep: server and database left running")
-        else:
-            stop_all()
-            if db_started:
-                try:
-                    log(lantu_cli(home, "db", "stop"))
-                except BenchError as exc:
-                    log(f"could not stop the database: {exc}")
+        shutdown(home, args.keep, db_started)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import math
 import os
 import queue
 import shutil
-import signal
 import statistics
 import sys
 import threading
@@ -49,10 +48,10 @@ from benchlib import (  # noqa: E402
     postmaster_pid,
     run_concurrent,
     self_cpu_seconds,
+    shutdown,
     spy_classify,
     spy_start,
     spy_stop,
-    stop_all,
 )
 from features import TIPG_REQUIREMENTS, ensure_data, loadavg, warm_table  # noqa: E402
 
@@ -757,16 +756,7 @@ def main() -> int:
         log("interrupted")
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
-        if args.keep:
-            log("--keep: servers and database left running")
-        else:
-            stop_all()
-            if db_started:
-                try:
-                    log(lantu_cli(home, "db", "stop"))
-                except BenchError as exc:
-                    log(f"could not stop the database: {exc}")
+        shutdown(home, args.keep, db_started)
 
 
 if __name__ == "__main__":
