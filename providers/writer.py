@@ -110,3 +110,22 @@ def analyze(conn: psycopg2.extensions.connection, layer: Layer) -> None:
     """Refresh planner statistics after a bulk write (cheap, and the next query plans need it)."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL("ANALYZE {}").format(table_id(layer)))
+
+
+def delete_features(conn: psycopg2.extensions.connection, layer: Layer, bsms: Sequence[str], *, who: str,
+                    source: str) -> WriteResult:
+    """Delete features by BSM and record the change (bbox of the removed rows) like every other write."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) e "
+                            "FROM {} WHERE bsm = ANY(%s)) s").format(table_id(layer)), (list(bsms),))
+        row = cur.fetchone()
+        bbox = None if row[0] is None else tuple(row)
+        cur.execute(sql.SQL("DELETE FROM {} WHERE bsm = ANY(%s)").format(table_id(layer)), (list(bsms),))
+        deleted = cur.rowcount
+        cur.execute(
+            "INSERT INTO lantu.change_log (layer, operation, deleted, bbox, who, source) "
+            "VALUES (%s, 'delete', %s, CASE WHEN %s THEN ST_MakeEnvelope(%s, %s, %s, %s, 4490) END, %s, %s) "
+            "RETURNING id",
+            (layer.id, deleted, bbox is not None, *(bbox or (0, 0, 0, 0)), who, source))
+        change_id = cur.fetchone()[0]
+    return WriteResult(layer.id, "delete", 0, deleted, bbox, change_id)
