@@ -45,6 +45,12 @@ class Settings(BaseModel):
     max_limit: int = Field(10000, ge=1)
     log_level: str = "INFO"
     mapserver_workers: int = Field(2, ge=1, le=64)
+    planar_srid: int = Field(4547, ge=4513, le=4554)
+    job_workers: int = Field(1, ge=0, le=64)
+    job_lease_s: float = Field(30.0, ge=1, le=3600)
+    job_max_attempts: int = Field(3, ge=1, le=20)
+    max_input_vertices: int = Field(100_000, ge=4)
+    check_buffer_m: float = Field(500.0, ge=0, le=100_000)
 
     @field_validator("database_url")
     @classmethod

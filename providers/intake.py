@@ -397,3 +397,24 @@ def run_intake(pool: Pool, registry: Registry, path: Path | str, layer_id: str, 
     write_report(report, paths)
     return IntakeResult(layer.id, mode, report.features, result.inserted, result.deleted, result.change_id,
                         result.bbox, report, *paths)
+
+
+def read_gis_file(path: Path | str, name: str = "site") -> tuple[list[bytes | None], str | None, list[str]]:
+    """A small GIS file (an uploaded project site) read with the loader's own file checks: its geometries
+    as WKB, its CRS as ``EPSG:n`` (None when it has none) and the loader's error messages, if any."""
+    path = Path(path)
+    gdal_path, issues = _locate(path, name)
+    data = None
+    if gdal_path is not None:
+        data, more = _read_layer(gdal_path, path.name, name, show_progress=False)
+        issues = [*issues, *more]
+    problems = [i.message for i in issues if i.severity == "error"]
+    if data is None or problems:
+        return [], None, problems or [f"{path.name} could not be read"]
+    epsg = None
+    if data.crs:
+        from pyproj import CRS
+
+        code = CRS.from_user_input(data.crs).to_epsg()
+        epsg = f"EPSG:{code}" if code else data.crs
+    return data.wkb, epsg, []

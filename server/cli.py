@@ -287,5 +287,28 @@ def serve_cmd(bind: str | None, workers: int | None) -> None:
     serve(settings, bind, workers)
 
 
+# ---- worker ------------------------------------------------------------------------------------------
+@main.command("worker")
+@click.option("--once", is_flag=True, help="run at most one queued job, then exit")
+def worker_cmd(once: bool) -> None:
+    """Run OGC API – Processes jobs from the queue in PostgreSQL (any number, on any machine)."""
+    import logging
+
+    from lantu.processes.base import Env
+    from lantu.processes.worker import Worker
+    from lantu.providers.database import prepare
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s lantu-worker %(levelname)s %(message)s")
+    registry = load_registry()
+    worker = Worker(Env(settings, registry, prepare(settings, registry)))
+    if once:
+        status = worker.run_once()
+        click.echo(f"job {status}" if status else "no job waiting")
+        return
+    click.echo(f"worker {worker.name} waiting for jobs")
+    worker.run_forever()
+
+
 if __name__ == "__main__":
     main()

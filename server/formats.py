@@ -32,6 +32,7 @@ def whole_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def json_response(doc: dict, mimetype: str = "application/json", headers: dict | None = None) -> Response:
+def json_response(doc: dict, mimetype: str = "application/json", headers: dict | None = None,
+                  status: int = 200) -> Response:
     """A JSON document as UTF-8 (Chinese titles unescaped)."""
-    return Response(json.dumps(doc, ensure_ascii=False), mimetype=mimetype, headers=headers or {})
+    return Response(json.dumps(doc, ensure_ascii=False), mimetype=mimetype, headers=headers or {}, status=status)

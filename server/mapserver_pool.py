@@ -8,71 +8,35 @@ to the sockets (``sockets()``), trying the next one when a socket does not answe
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import subprocess
-import threading
-import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-RESTART_POLL_S = 0.2
+from lantu.server.supervisor import Supervisor
 
 
 def socket_paths(run_dir: Path, count: int) -> list[Path]:
     return [run_dir / "mapserv" / f"mapserv-{i}.sock" for i in range(count)]
 
 
-class MapserverPool:
+class MapserverPool(Supervisor):
     def __init__(self, run_dir: Path, count: int, env: dict[str, str]):
         self.paths = socket_paths(run_dir, count)
-        self.env = env
-        self.procs: list[subprocess.Popen | None] = [None] * count
-        self.restarts = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        spawner = shutil.which("spawn-fcgi") or "/usr/bin/spawn-fcgi"
+        mapserv = shutil.which("mapserv") or "/usr/bin/mapserv"
+        super().__init__("mapserv worker", [[spawner, "-n", "-s", str(p), "-M", "0600", "--", mapserv]
+                                            for p in self.paths], env, quiet=True)
 
     def _spawn(self, index: int) -> subprocess.Popen:
         path = self.paths[index]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-        spawner = shutil.which("spawn-fcgi") or "/usr/bin/spawn-fcgi"
-        mapserv = shutil.which("mapserv") or "/usr/bin/mapserv"
-        return subprocess.Popen([spawner, "-n", "-s", str(path), "-M", "0600", "--", mapserv],
-                                env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def start(self) -> None:
-        for i in range(len(self.paths)):
-            self.procs[i] = self._spawn(i)
-        self._thread = threading.Thread(target=self._supervise, name="mapserv-supervisor", daemon=True)
-        self._thread.start()
-
-    def _supervise(self) -> None:
-        while not self._stop.wait(RESTART_POLL_S):
-            for i, proc in enumerate(self.procs):
-                if proc is not None and proc.poll() is not None:
-                    log.warning("mapserv worker %d exited with %s; restarting", i, proc.returncode)
-                    self.procs[i] = self._spawn(i)
-                    self.restarts += 1
+        return super()._spawn(index)
 
     def stop(self, grace_s: float = 1.0) -> None:
-        """Stop the workers: SIGTERM, then SIGKILL after ``grace_s`` (mapserv under libfcgi may not act on
-        SIGTERM while it waits in accept(); it keeps no state worth a slower shutdown)."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-        running = [p for p in self.procs if p is not None and p.poll() is None]
-        for proc in running:
-            proc.terminate()
-        deadline = time.monotonic() + grace_s
-        for proc in running:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        """mapserv under libfcgi may not act on SIGTERM while it waits in accept(); it keeps no state worth
+        a slower shutdown than ``grace_s``."""
+        super().stop(grace_s)
         for path in self.paths:
             path.unlink(missing_ok=True)
 

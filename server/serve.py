@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from gunicorn.app.base import BaseApplication
 
 from lantu.config.settings import Settings
@@ -37,17 +39,28 @@ class LantuServer(BaseApplication):
         self.cfg.set("on_starting", self._on_starting)
         self.cfg.set("on_exit", self._on_exit)
 
-    # The gunicorn master owns the mapserv FastCGI workers: started before the request workers fork,
-    # supervised (restarted when they die) by a thread in the master, stopped when the server exits.
+    # The gunicorn master owns the mapserv FastCGI workers and the embedded job workers: started before
+    # the request workers fork, supervised (restarted when they die) by threads in the master, stopped
+    # when the server exits. A job worker killed mid-job loses nothing: its job's lease runs out and the
+    # restarted worker (or any other) takes it over.
     def _on_starting(self, _server) -> None:
         from lantu.config.registry import load_registry
         from lantu.server.mapserver_pool import start_for
 
         self.mapserver = start_for(self.settings, load_registry())
+        self.job_workers = None
+        if self.settings.job_workers:
+            from lantu.server.supervisor import Supervisor
+
+            command = [sys.executable, "-m", "lantu.server.cli", "worker"]
+            self.job_workers = Supervisor("job worker", [command] * self.settings.job_workers)
+            self.job_workers.start()
 
     def _on_exit(self, _server) -> None:
         if getattr(self, "mapserver", None):
             self.mapserver.stop()
+        if getattr(self, "job_workers", None):
+            self.job_workers.stop(grace_s=10)
 
     def load(self):
         from lantu.server.app import create_app
