@@ -24,6 +24,8 @@ from lantu.demo import objects
 from lantu.demo.county import COUNTY_CODE, COUNTY_NAME, planar_to_storage, towns
 from lantu.demo.dem import Dem, make_dem
 from lantu.demo.features import POLYGON_BUILDERS, Ctx, Features
+from lantu.demo.projects import DEFINITIONS as PROJECT_DEFINITIONS
+from lantu.demo.projects import project_truth
 from lantu.demo.truth import compute_truth, discrepancy_ledger, geodesic_area
 from lantu.demo.world import World, build_world
 
@@ -183,6 +185,10 @@ def build_demo(registry: Registry, scale: Literal["small", "county"] = "small", 
     say("truth")
     truth = compute_truth(ctx, feats, stored, bsm)
     timings["truth"] = time.perf_counter() - t0 - sum(timings.values())
+    say("project sites")
+    truth.update(project_truth(ctx, feats, stored, bsm))
+    truth["definitions"].update(PROJECT_DEFINITIONS)
+    timings["projects"] = time.perf_counter() - t0 - sum(timings.values())
     say("DEM")
     lon0, lat0, lon1, lat1 = shapely.bounds(planar_to_storage(world.county))
     dem = make_dem(world.terrain, (lon0, lat0, lon1, lat1), world.params.dem_arcsec)
