@@ -127,7 +127,7 @@ class SiteSelection(LantuProcessor):
                 "CREATE TEMP TABLE pieces ON COMMIT DROP AS "
                 "SELECT p.fid, p.bsm, p.{code}::text AS code, "
                 "ST_CollectionExtract(ST_Intersection(ST_Transform(p.geom, {srid}), ST_Transform(r.g, {srid})), 3) "
-                "AS g "
+                "AS g, NULL::text AS reason "
                 "FROM {table} p, (SELECT ST_GeomFromEWKB(%s) AS g) r "
                 "WHERE p.{code} = ANY(%s) AND p.geom && r.g AND ST_Intersects(p.geom, r.g)").format(
                 code=sql.Identifier(code_col), srid=lit, table=table_id(land_use)), (region, inputs["allowed_codes"]))
@@ -141,6 +141,11 @@ class SiteSelection(LantuProcessor):
                       else sql.SQL("coalesce(ST_Difference(g, {u}), g)")).format(u=union)
                 cur.execute(sql.SQL("UPDATE pieces SET g = ST_CollectionExtract({op}, 3) WHERE NOT ST_IsEmpty(g)")
                             .format(op=op))
+                if k + 1 in (len(inputs["inside"]), len(steps)):  # after the inside steps, after all steps
+                    cur.execute("UPDATE pieces SET reason = %s WHERE reason IS NULL AND ST_Area(g) = 0",
+                                ("outside" if k + 1 == len(inputs["inside"]) else "control_line",))
+            cur.execute("SELECT fid, bsm, code, reason FROM pieces WHERE reason IS NOT NULL ORDER BY fid")
+            dropped = cur.fetchall()
             ctx.progress(75, "正在计算道路距离 (road distances)")
             cur.execute(sql.SQL("""
 SELECT fid, bsm, code, part, ST_Area(g), ST_Area(ST_Transform(g, 4490)::geography, true),
@@ -153,13 +158,15 @@ FROM (SELECT fid, bsm, code, (row_number() OVER (PARTITION BY fid ORDER BY ST_Ar
 ORDER BY fid, part""").format(srid=lit, roads=table_id(reg.get(inputs["road_layer"]))),
                         (inputs["max_road_distance_m"],))
             rows = cur.fetchall()
-        return [self._collection(inputs, rows, srid)]
+        return [self._collection(inputs, rows, dropped, srid)]
 
-    def _collection(self, inputs: dict, rows: list[tuple], srid: int) -> Output:
+    def _collection(self, inputs: dict, rows: list[tuple], dropped: list[tuple], srid: int) -> Output:
         import json
 
         lo, hi, dmax = inputs["min_area_m2"], inputs["max_area_m2"], inputs["max_road_distance_m"]
-        good, rejected = [], []
+        good = []
+        rejected = [{"fid": fid, "bsm": bsm, "code": code, "part": None, "reason": reason}
+                    for fid, bsm, code, reason in dropped]
         for fid, bsm, code, part, planar, ell, dist, geojson in rows:
             reason = None
             if not lo <= planar <= hi:

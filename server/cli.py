@@ -296,12 +296,15 @@ def worker_cmd(once: bool) -> None:
 
     from lantu.processes.base import Env
     from lantu.processes.worker import Worker
-    from lantu.providers.database import prepare
+    from lantu.providers.database import start_embedded
+    from lantu.providers.pool import get_pool
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s lantu-worker %(levelname)s %(message)s")
-    registry = load_registry()
-    worker = Worker(Env(settings, registry, prepare(settings, registry)))
+    # No migrations or DDL here: workers only read the schema `lantu serve` / `lantu db migrate` maintain
+    # (and must not wait on a table lock before they can take a job).
+    start_embedded(settings)
+    worker = Worker(Env(settings, load_registry(), get_pool(settings)))
     if once:
         status = worker.run_once()
         click.echo(f"job {status}" if status else "no job waiting")

@@ -90,11 +90,11 @@ def small_demo(pool: Pool, registry: Registry, settings: Settings) -> dict:
 
 
 @contextmanager
-def _lantu_serve(settings: Settings, port: int, work: Path):
+def _lantu_serve(settings: Settings, port: int, work: Path, extra_settings: str = ""):
     """Run ``lantu serve`` (gunicorn, 2 workers) over the session database until the block ends; yields
-    ``(url, log path, process)`` once ``/healthz`` answers 200."""
+    ``(url, log path, process)`` once ``/healthz`` answers 200. ``extra_settings``: more YAML lines."""
     settings_file = work / "settings.yaml"
-    settings_file.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{port}\n")
+    settings_file.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{port}\n{extra_settings}")
     env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL", "LANTU_BIND")}
     env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(settings_file))
     log = work / "serve.log"
@@ -129,8 +129,8 @@ def _lantu_serve(settings: Settings, port: int, work: Path):
 @pytest.fixture(scope="session")
 def lantu_serve(settings: Settings, port_factory, tmp_path_factory):
     """``with lantu_serve("name") as (url, log, process):`` — a real server on a free loopback port."""
-    def start(name: str):
-        return _lantu_serve(settings, port_factory(), tmp_path_factory.mktemp(name))
+    def start(name: str, extra_settings: str = ""):
+        return _lantu_serve(settings, port_factory(), tmp_path_factory.mktemp(name), extra_settings)
     return start
 
 
