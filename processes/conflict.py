@@ -35,11 +35,6 @@ from lantu.processes.jobs import Output
 from lantu.processes.overlay import Filter, OverlayClass, Patch, area_block, areas, overlay_sql
 from lantu.processes.region import aoi_input
 
-DIFF_ADVICE = {
-    "A": "城规有、土规无：确需建设的以B类图斑释放的规模腾挪调入，否则城规调整为非建设用地",
-    "B": "土规有、城规无：已批已供或现状建设的纳入城规建设用地，否则调出土规建设用地规模用于A类腾挪",
-    "C": "城规建设占永久基本农田：城规让位于永久基本农田保护，调整为非建设用地",
-}
 RULE_SET_TITLES = {
     "three-control-lines": "三条控制线冲突检查 (three control lines)",
     "urban-vs-landuse": "两规差异图斑 (urban plan vs land-use plan)",

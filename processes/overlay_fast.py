@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import psycopg2
 import shapely
 from psycopg2 import sql
 
@@ -47,6 +48,7 @@ from lantu.providers.tables import table_id
 TOWNS_LAYER = "admin_divisions"
 POLYGON, MULTIPOLYGON, COLLECTION = 3, 6, 7
 CHUNKS_PER_THREAD = 4
+PREPARE_MIN_COORDS = 64  # GEOS 3.14: a prepared 16-vertex polygon tests `covers` slower than an unprepared one
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -105,29 +107,38 @@ def _condition(env, alias: str, flt: Filter | None, aoi_test: str, with_aoi: boo
 
 def _load_layer(env, layer: _Layer, srid: int, aoi_ewkb: bytes | None) -> None:
     with_aoi = aoi_ewkb is not None
-    conds, params = [], []
+    conds, params, near, near_params = [], [], [], []
     for role in layer.roles.values():
         cond, p = _condition(env, "t", role.flt, role.aoi_test, with_aoi)
         params += p
         if role.near is not None:
             other, flt, aoi_test = role.near
             ocond, p = _condition(env, "o", flt, aoi_test, with_aoi)
-            params += p
-            cond = sql.SQL("({} AND EXISTS (SELECT 1 FROM {} o WHERE o.geom && t.geom AND {}))").format(
-                cond, table_id(env.registry.get(other)), ocond)
+            near_params += p
+            name = sql.Identifier(f"near{len(near)}")
+            near.append(sql.SQL("{} AS MATERIALIZED (SELECT DISTINCT t.fid FROM {} o JOIN {} t ON o.geom && t.geom, "
+                                "aoi WHERE {})").format(name, table_id(env.registry.get(other)),
+                                                        table_id(env.registry.get(layer.layer_id)), ocond))
+            cond = sql.SQL("({} AND t.fid IN (SELECT fid FROM {}))").format(cond, name)
         conds.append(cond)
     code = sql.SQL("t.{}::text").format(sql.Identifier(layer.code_column)) if layer.code_column \
         else sql.SQL("NULL::text")
+    # Every role restricted to the rows near a small layer: read those rows by key, else scan the table.
+    driver = sql.SQL("t.fid IN ({})").format(sql.SQL(" UNION ").join(
+        sql.SQL("SELECT fid FROM {}").format(sql.Identifier(f"near{k}")) for k in range(len(near)))) \
+        if near and len(near) == len(conds) else sql.SQL("TRUE")
     query = sql.SQL("""
-WITH aoi AS (SELECT {aoi}::geometry AS g)
+WITH aoi AS (SELECT {aoi}::geometry AS g){near}
 SELECT * FROM (SELECT t.fid, t.bsm::text, {code}, ST_Transform(t.geom, {srid}), {flags}
-               FROM {table} t, aoi) s
+               FROM {table} t, aoi WHERE {driver}) s
 WHERE {any}""").format(
         aoi=sql.SQL("ST_GeomFromEWKB(%s)") if with_aoi else sql.SQL("NULL"), code=code,
+        near=sql.SQL("").join(sql.SQL(",\n") + n for n in near), driver=driver,
         srid=sql.Literal(srid), table=table_id(env.registry.get(layer.layer_id)),
         flags=sql.SQL(", ").join(sql.SQL("{} AS {}").format(c, sql.Identifier(n))
                                  for c, n in zip(conds, layer.roles, strict=True)),
         any=sql.SQL(" OR ").join(sql.Identifier(n) for n in layer.roles))
+    params = near_params + params
     with env.pool.connection() as conn, conn.cursor() as cur:
         cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cur.execute(query, ([aoi_ewkb] if with_aoi else []) + params)
@@ -211,7 +222,7 @@ def _overlay_chunk(qg: np.ndarray, tg: np.ndarray, t_in_q: np.ndarray, q_in_t: n
         todo[k[hit]] = False
     k = np.flatnonzero(q_in_t & todo)
     if len(k):
-        hit = shapely.covers(tg[k], qg[k])
+        hit = shapely.covered_by(qg[k], tg[k])
         out[k[hit]] = qg[k[hit]]
         todo[k[hit]] = False
     k = np.flatnonzero(todo)
@@ -244,13 +255,13 @@ def _overlay_class(cls: OverlayClass, la: _Layer, ra: str, lb: _Layer, rb: str, 
     if len(qi):
         area, t_in_q, q_in_t = _box_relations(shapely.bounds(qg)[qi], shapely.bounds(tg)[ti])
         qi, ti, t_in_q, q_in_t = qi[area], ti[area], t_in_q[area], q_in_t[area]
-    shapely.prepare(qg[np.unique(qi)])
+    used = qg[np.unique(qi)]
+    shapely.prepare(used[shapely.get_num_coordinates(used) >= PREPARE_MIN_COORDS])
     inter = np.full(len(qi), None, dtype=object)
     jobs = [(s, pool.submit(_overlay_chunk, qg[qi[s]], tg[ti[s]], t_in_q[s], q_in_t[s]))
             for s in _chunks(len(qi), parts, qi)]
     for s, job in jobs:
         inter[s] = job.result()
-    shapely.destroy_prepared(qg)  # the next class may use these on its tree side, from several threads
     keep = np.flatnonzero(inter != None)  # noqa: E711 - element-wise
     ai, bi = (ti[keep], qi[keep]) if swap else (qi[keep], ti[keep])
     a_rows, b_rows, geom = a_idx[ai], b_idx[bi], _single(inter[keep])
@@ -305,10 +316,12 @@ def _by_town(patches: np.ndarray, towns: _Layer, pool: ThreadPoolExecutor, parts
         own = shapely.from_wkb(wkb)   # prepared geometries are not shared between threads
         shapely.prepare(own)
         tg, pg = own[ti[s]], patches[pi[s]]
-        ar = np.empty(len(pg))
+        ar = np.zeros(len(pg))
         inside = shapely.covers(tg, pg)
         ar[inside] = shapely.area(pg[inside])
-        ar[~inside] = shapely.area(shapely.intersection(tg[~inside], pg[~inside]))
+        k = np.flatnonzero(~inside)
+        k = k[_relate_interiors(tg[k], pg[k])]  # most boxes meet a town the patch does not reach
+        ar[k] = shapely.area(shapely.intersection(tg[k], pg[k]))
         return ar
 
     slices = _chunks(len(pi), parts)
@@ -322,14 +335,20 @@ def _by_town(patches: np.ndarray, towns: _Layer, pool: ThreadPoolExecutor, parts
 
 
 def _ellipsoidal_and_geojson(env, geoms: np.ndarray, srid: int) -> tuple[list[float], list[str]]:
+    """PostGIS's ellipsoidal area and GeoJSON of each patch, as ``overlay_sql`` computes them. The patches go
+    as one bytea of concatenated WKB (one parameter, no per-item quoting) with their offsets."""
     if not len(geoms):
         return [], []
-    hexes = shapely.to_wkb(shapely.set_srid(geoms, srid), hex=True, include_srid=True).tolist()
+    wkb = shapely.to_wkb(geoms)
+    lengths = np.fromiter((len(w) for w in wkb), dtype=np.int64, count=len(wkb))
+    starts = np.cumsum(lengths) - lengths + 1
     with env.pool.connection() as conn, conn.cursor() as cur:
         cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        cur.execute("SELECT ST_Area(g::geography, true), ST_AsGeoJSON(g, 9) FROM ("
-                    "SELECT n, ST_Transform(g, 4490) AS g FROM unnest(%s::geometry[]) WITH ORDINALITY u(g, n)) s "
-                    "ORDER BY n", (hexes,))
+        cur.execute(
+            "SELECT ST_Area(g::geography, true), ST_AsGeoJSON(g, 9) FROM ("
+            "SELECT n, ST_Transform(ST_GeomFromWKB(substring(%s::bytea FROM s::int FOR l::int), %s), 4490) AS g "
+            "FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY u(s, l, n)) x ORDER BY n",
+            (psycopg2.Binary(b"".join(wkb.tolist())), srid, starts.tolist(), lengths.tolist()))
         rows = cur.fetchall()
     return [r[0] for r in rows], [r[1] for r in rows]
 
