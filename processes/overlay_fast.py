@@ -4,25 +4,29 @@
 Where the time goes in the SQL path, and what this module does instead:
 
 * **Load once, in parallel.** Each layer a call needs is read once (``fid``, ``bsm``, the class code and the
-  geometry already in the Gauss-Kruger zone, ``ST_Transform`` in PostGIS so the coordinates are PostGIS's
-  own), on its own pool connection, all layers at the same time; each class's filter and the area of
-  interest are evaluated in that same statement as one boolean column per role, so a layer used by
-  several classes (basic farmland in ``three-control-lines``) is not read again.
+  geometry already in the Gauss-Kruger zone — ``ST_Transform`` in PostGIS, so the coordinates are PostGIS's
+  own), all layers at the same time, each on its own pool connection; a layer of ≥ 40,000 rows is read by
+  one statement per thread (``mod(fid, n)``), so its transformation runs on every core. Each class's filter
+  and the area of interest are evaluated in that statement as one boolean column per role, so a layer used by
+  several classes (basic farmland in ``three-control-lines``) is read once. Next to a small layer (≤ 2,000
+  rows: the 24 urban development boundary polygons, the red line) a large one is read only where its boxes
+  meet the small one's (a semi-join on the GiST index).
 * **Classify the candidate pairs before overlaying them.** An STRtree on the layer with more features gives
   the bounding-box pairs. From the boxes alone: boxes that only share an edge or a corner have no common
   area (dropped); a box nested in the other's is the only way one polygon can cover the other, and then
-  ``covers`` (GEOS, prepared when the container is on the query side) settles it and **the intersection is
-  the covered polygon** — no overlay at all. On the county demo every farmland × land-use patch is such a
-  containment. The other pairs are tested with a prepared ``relate_pattern('T********')`` (interiors meet),
-  which rejects the edge contacts (~70 % of the ``ST_Intersects`` pairs of a tiling) far more cheaply than
-  computing an empty intersection; only the proper overlaps are intersected.
+  ``covers`` settles it and **the intersection is the covered polygon** — no overlay at all. On the county
+  demo every farmland × land-use patch is such a containment. The other pairs are tested with
+  ``relate_pattern('T********')`` (interiors meet), which rejects the edge contacts (~70 % of the
+  ``ST_Intersects`` pairs of a tiling) far more cheaply than computing an empty intersection; only the
+  proper overlaps are intersected. Query-side polygons of ≥ 64 vertices are prepared (GEOS 3.14: a
+  prepared small polygon tests ``covers`` slower than an unprepared one).
 * **Both cores.** The vectorised shapely calls release the GIL; chunks of pairs run on a thread pool.
-  A prepared geometry is never used from two threads: chunks are cut at query-side boundaries, and the
-  towns are prepared once per thread.
+  A prepared geometry is never used from two threads: chunks are cut between query geometries, and each
+  thread prepares its own copy of the towns.
 * **Exact areas where they must match PostGIS.** The ellipsoidal area and the GeoJSON of the final patches
-  are computed by PostGIS (``ST_Area(ST_Transform(g, 4490)::geography, true)``, ``ST_AsGeoJSON(…, 9)``) in
-  one statement over all patches, while the towns are done here. (pyproj's geodesic polygon area differs
-  from PostGIS's by up to ~3e-5 m² on small polygons — another GeographicLib version.)
+  are computed by PostGIS (``ST_Area(ST_Transform(g, 4490)::geography, true)``, ``ST_AsGeoJSON(…, 9)``), one
+  statement per thread over all patches sent as one bytea, while the towns are done here. (pyproj's
+  geodesic polygon area differs from PostGIS's by up to ~3e-5 m² on small polygons — another GeographicLib.)
 
 Semantics kept from ``overlay_sql``: the intersection of the two features transformed to the GK zone, only its
 polygonal part (``ST_CollectionExtract(…, 3)``), a ``minus`` layer's features that intersect both features cut
@@ -48,6 +52,7 @@ from lantu.providers.tables import table_id
 TOWNS_LAYER = "admin_divisions"
 POLYGON, MULTIPOLYGON, COLLECTION = 3, 6, 7
 CHUNKS_PER_THREAD = 4
+IO_THREADS = 4           # at most this many pool connections at once
 PREPARE_MIN_COORDS = 64  # GEOS 3.14: a prepared 16-vertex polygon tests `covers` slower than an unprepared one
 
 
@@ -92,6 +97,7 @@ AOI_TESTS = {  # the area-of-interest condition of each side, as overlay_sql wri
     "b": "{t}.geom && aoi.g",
     "minus": "{t}.geom && aoi.g",  # a cut-out feature outside the area of interest cannot change the clipped patch
 }
+SPLIT_ROWS = 40_000  # a layer this large is read by as many statements at once as there are threads
 SMALL_LAYER = 2000   # rows; a layer this small next to one at least NEAR_RATIO times larger restricts it
 NEAR_RATIO = 4
 
@@ -105,7 +111,9 @@ def _condition(env, alias: str, flt: Filter | None, aoi_test: str, with_aoi: boo
     return sql.SQL("coalesce(({}), false)").format(sql.SQL(" AND ").join(parts)), params
 
 
-def _load_layer(env, layer: _Layer, srid: int, aoi_ewkb: bytes | None) -> None:
+def _load_layer(env, layer: _Layer, srid: int, aoi_ewkb: bytes | None, part: tuple[int, int] = (0, 1)) -> tuple:
+    """Rows of ``layer`` for its roles (``part`` = (k, n): only those with ``mod(fid, n) = k``): fid, bsm, code,
+    geometry in the GK zone, one mask per role."""
     with_aoi = aoi_ewkb is not None
     conds, params, near, near_params = [], [], [], []
     for role in layer.roles.values():
@@ -127,6 +135,8 @@ def _load_layer(env, layer: _Layer, srid: int, aoi_ewkb: bytes | None) -> None:
     driver = sql.SQL("t.fid IN ({})").format(sql.SQL(" UNION ").join(
         sql.SQL("SELECT fid FROM {}").format(sql.Identifier(f"near{k}")) for k in range(len(near)))) \
         if near and len(near) == len(conds) else sql.SQL("TRUE")
+    if part[1] > 1:  # one of several statements reading the layer at once (each on its own backend and core)
+        driver = sql.SQL("{} AND mod(t.fid, {}) = {}").format(driver, sql.Literal(part[1]), sql.Literal(part[0]))
     query = sql.SQL("""
 WITH aoi AS (SELECT {aoi}::geometry AS g){near}
 SELECT * FROM (SELECT t.fid, t.bsm::text, {code}, ST_Transform(t.geom, {srid}), {flags}
@@ -143,12 +153,18 @@ WHERE {any}""").format(
         cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cur.execute(query, ([aoi_ewkb] if with_aoi else []) + params)
         rows = cur.fetchall()
-    layer.fid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    layer.bsm = [r[1] for r in rows]
-    layer.code = [r[2] for r in rows]
-    layer.geom = shapely.from_wkb([bytes.fromhex(r[3]) for r in rows])
-    for k, name in enumerate(layer.roles):
-        layer.mask[name] = np.fromiter((r[4 + k] for r in rows), dtype=bool, count=len(rows))
+    return (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows],
+            [r[2] for r in rows], shapely.from_wkb([bytes.fromhex(r[3]) for r in rows]),
+            {name: np.fromiter((r[4 + k] for r in rows), dtype=bool, count=len(rows))
+             for k, name in enumerate(layer.roles)})
+
+
+def _set_rows(layer: _Layer, pieces: list[tuple]) -> None:
+    layer.fid = np.concatenate([p[0] for p in pieces])
+    layer.bsm = [b for p in pieces for b in p[1]]
+    layer.code = [c for p in pieces for c in p[2]]
+    layer.geom = np.concatenate([p[3] for p in pieces])
+    layer.mask = {name: np.concatenate([p[4][name] for p in pieces]) for name in layer.roles}
 
 
 def _row_estimates(env, layer_ids: set[str]) -> dict[str, float]:
@@ -227,6 +243,7 @@ def _overlay_chunk(qg: np.ndarray, tg: np.ndarray, t_in_q: np.ndarray, q_in_t: n
         todo[k[hit]] = False
     k = np.flatnonzero(todo)
     if len(k):
+        shapely.prepare(qg[k])  # prepared relate is ~10 % faster even for small polygons (unlike covers)
         k = k[_relate_interiors(qg[k], tg[k])]
         if len(k):
             out[k] = _polygonal(shapely.intersection(qg[k], tg[k]))
@@ -252,6 +269,9 @@ def _overlay_class(cls: OverlayClass, la: _Layer, ra: str, lb: _Layer, rb: str, 
     swap = len(ga) > len(gb)
     qg, tg = (gb, ga) if swap else (ga, gb)
     qi, ti = shapely.STRtree(tg).query(qg)
+    if len(qi) and not np.all(qi[1:] >= qi[:-1]):  # chunks are cut between query geometries
+        order = np.argsort(qi, kind="stable")
+        qi, ti = qi[order], ti[order]
     if len(qi):
         area, t_in_q, q_in_t = _box_relations(shapely.bounds(qg)[qi], shapely.bounds(tg)[ti])
         qi, ti, t_in_q, q_in_t = qi[area], ti[area], t_in_q[area], q_in_t[area]
@@ -369,7 +389,8 @@ def run_classes(env, classes: Sequence[OverlayClass], *, aoi_ewkb: bytes | None,
             layers[layer_id] = _Layer(layer_id, CODE_COLUMNS.get(layer_id))
         return layers[layer_id]
 
-    estimates = _row_estimates(env, {c.a for c in classes} | {c.b for c in classes})
+    estimates = _row_estimates(env, {c.a for c in classes} | {c.b for c in classes}
+                               | {c.minus for c in classes if c.minus})
 
     def near(mine: str, other: str, flt: Filter | None, aoi_test: str):
         small = estimates.get(other, SMALL_LAYER + 1)
@@ -386,16 +407,21 @@ def run_classes(env, classes: Sequence[OverlayClass], *, aoi_ewkb: bytes | None,
     towns.add_role(_Role(None, "none"))
     if progress:
         progress(5, "正在读取图层 (reading the layers)")
-    with ThreadPoolExecutor(max(threads, min(len(layers) + 1, 4))) as pool:
-        loads = [pool.submit(_load_layer, env, la, srid, aoi_ewkb) for la in [*layers.values(), towns]]
+    io = ThreadPoolExecutor(IO_THREADS)          # statements waiting on PostgreSQL, one pool connection each
+    pool = ThreadPoolExecutor(threads)           # shapely calls (they release the GIL)
+    try:
+        loads = {}
+        for la in [*layers.values(), towns]:
+            n = threads if estimates.get(la.layer_id, 0) >= SPLIT_ROWS else 1
+            loads[la.layer_id] = [io.submit(_load_layer, env, la, srid, aoi_ewkb, (k, n)) for k in range(n)]
         aoi = None
         if aoi_ewkb is not None:
             with env.pool.connection() as conn, conn.cursor() as cur:
                 cur.execute("SELECT ST_AsBinary(ST_Transform(ST_GeomFromEWKB(%s), %s))", (aoi_ewkb, srid))
                 aoi = shapely.from_wkb(bytes(cur.fetchone()[0]))
             shapely.prepare(aoi)
-        for job in loads:
-            job.result()
+        for la in [*layers.values(), towns]:
+            _set_rows(la, [job.result() for job in loads[la.layer_id]])
         results = []
         for k, (cls, (ra, rb, rm)) in enumerate(zip(classes, roles, strict=True)):
             if progress:
@@ -404,9 +430,17 @@ def run_classes(env, classes: Sequence[OverlayClass], *, aoi_ewkb: bytes | None,
                                           (layers[cls.minus], rm) if cls.minus else None, aoi, min_area, pool,
                                           parts))
         geoms = np.concatenate([r.geom for r in results]) if results else np.empty(0, dtype=object)
-        ell_job = pool.submit(_ellipsoidal_and_geojson, env, geoms, srid)
+        slices = _chunks(len(geoms), threads if len(geoms) >= 2000 else 1)
+        ell_jobs = [io.submit(_ellipsoidal_and_geojson, env, geoms[s], srid) for s in slices]
         by_town = _by_town(geoms, towns, pool, parts)
-        ellipsoidal, geojson = ell_job.result()
+        ellipsoidal, geojson = [], []
+        for job in ell_jobs:
+            e, g = job.result()
+            ellipsoidal += e
+            geojson += g
+    finally:
+        io.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
     patches: list[Patch] = []
     n = 0
     for r in results:
