@@ -24,6 +24,7 @@ Run ``bench/processes`` (``--quick`` for a short run, ``--help`` for the rest). 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -533,6 +534,8 @@ def report(cells: dict, workloads: list[str], paths_run: list[str], checks: dict
               f"{fmt(r_gp, 2):>11}")
     print()
     print("paths:")
+    if "overlay_fast" in inspect.getsource(run_classes):
+        PATH_LABELS["lantu"] = "lantu.processes.conflict.run_classes (delegating to overlay_fast)"
     for p in paths_run:
         print(f"  {p:10} {PATH_LABELS[p]}" + (f"; {gp_versions}" if p == "geopandas" and gp_versions else ""))
     print("  py CPU: the bench process (for geopandas its worker); pg CPU: all PostgreSQL processes; load s: "
