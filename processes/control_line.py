@@ -192,7 +192,9 @@ class ControlLineCheck(LantuProcessor):
             "project_code": {"title": "项目代码", "schema": {"type": "string"}, "minOccurs": 0, "maxOccurs": 1},
             "buffer_m": {"title": "邻近要素检索距离 (m)", "schema": {"type": "number", "minimum": 0, "maximum": 100000},
                          "minOccurs": 0, "maxOccurs": 1},
-            "report": {"title": "生成空间预审报告 (make the report)", "schema": {"type": "boolean", "default": True},
+            "report": {"title": "生成空间预审报告 (make the report)", "description": "true: also write the "
+                       "空间预审报告 as HTML and PDF (about a second more); false: the check only",
+                       "schema": {"type": "boolean", "default": False},
                        "minOccurs": 0, "maxOccurs": 1},
         },
         "outputs": {
@@ -212,7 +214,7 @@ class ControlLineCheck(LantuProcessor):
         reject_unknown(inputs, set(self.METADATA["inputs"]))
         site = polygon_input(inputs, "site", max_vertices=env.settings.max_input_vertices,
                              uploads_dir=env.settings.home / "uploads")
-        report = plain_value(inputs, "report", True)
+        report = plain_value(inputs, "report", False)
         if not isinstance(report, bool):
             raise InvalidInput("report", "must be true or false")
         return {"site": ewkb_hex(site), "project_name": text_input(inputs, "project_name") or "",
