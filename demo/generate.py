@@ -24,6 +24,7 @@ from lantu.demo import objects
 from lantu.demo.county import COUNTY_CODE, COUNTY_NAME, planar_to_storage, towns
 from lantu.demo.dem import Dem, make_dem
 from lantu.demo.features import POLYGON_BUILDERS, Ctx, Features
+from lantu.demo.indicators import indicator_demo
 from lantu.demo.projects import DEFINITIONS as PROJECT_DEFINITIONS
 from lantu.demo.projects import project_truth
 from lantu.demo.truth import compute_truth, discrepancy_ledger, geodesic_area
@@ -52,6 +53,7 @@ class DemoData:
     dem: Dem
     world: World = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    indicator_history: dict[str, Any] | None = field(default=None, repr=False)  # the 2024 state (demo/indicators.py)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -189,10 +191,13 @@ def build_demo(registry: Registry, scale: Literal["small", "county"] = "small", 
     truth.update(project_truth(ctx, feats, stored, bsm))
     truth["definitions"].update(PROJECT_DEFINITIONS)
     timings["projects"] = time.perf_counter() - t0 - sum(timings.values())
+    say("indicators")
+    truth["indicators"], history = indicator_demo(ctx, feats, stored, bsm, seed)
+    timings["indicators"] = time.perf_counter() - t0 - sum(timings.values())
     say("DEM")
     lon0, lat0, lon1, lat1 = shapely.bounds(planar_to_storage(world.county))
     dem = make_dem(world.terrain, (lon0, lat0, lon1, lat1), world.params.dem_arcsec)
     timings["dem"] = time.perf_counter() - t0 - sum(timings.values())
     timings["total"] = time.perf_counter() - t0
     truth["generator"] = {"module": "lantu.demo.generate", "scale": scale, "seed": seed}
-    return DemoData(scale, seed, layers, truth, dem, world, timings)
+    return DemoData(scale, seed, layers, truth, dem, world, timings, history)

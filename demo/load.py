@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import shapely
+from psycopg2 import sql
 from tqdm import tqdm
 
 from lantu.config.registry import Registry
@@ -19,6 +21,7 @@ from lantu.config.settings import Settings
 from lantu.demo.dem import write_cog
 from lantu.demo.generate import build_demo
 from lantu.providers.pool import Pool
+from lantu.providers.tables import table_id
 from lantu.providers.writer import analyze, write_features
 
 
@@ -58,9 +61,43 @@ def load_demo(pool: Pool, registry: Registry, settings: Settings, scale: str = "
             bar.set_postfix_str("ANALYZE")
             for layer in layers:
                 analyze(conn, layer)
+    if demo.indicator_history:
+        load_indicator_years(pool, registry, settings, demo.indicator_history)
     out = Path(settings.home) / "demo"
     truth_path = _write_json(out / "truth.json", demo.truth)
     dem_path = write_cog(demo.dem, out / "dem.tif")
     return {"scale": scale, "seed": seed, "counts": counts, "features": sum(counts.values()),
             "truth": truth_path, "dem": dem_path, "seconds": {"generate": round(generated, 2),
                                                               "total": round(time.perf_counter() - t0, 2)}}
+
+
+def load_indicator_years(pool: Pool, registry: Registry, settings: Settings, history: dict[str, Any]) -> None:
+    """The demo's statistics, targets and the snapshots of both years (issue 11), in one transaction.
+
+    The previous year is replayed inside a savepoint: its two planted differences (survey patches that were
+    旱地, the larger red-line polygon) are written, its snapshot computed, and the savepoint rolled back, so the
+    layers keep the current year's data. Existing statistics, targets and snapshots are replaced."""
+    from lantu.processes.indicators import get_catalogue, snapshot_rows, store_snapshot
+
+    cat = get_catalogue(registry, settings)
+    srid = settings.planar_srid
+    lu, erl = registry.get("land_use_survey"), registry.get("eco_red_line")
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            for table in ("indicator_snapshots", "indicator_targets", "statistics"):
+                cur.execute(sql.SQL("DELETE FROM lantu.{}").format(sql.Identifier(table)))
+            cur.executemany("INSERT INTO lantu.statistics (xzqdm, year, item, value, unit, source) "
+                            "VALUES (%s, %s, %s, %s, %s, %s)", history["statistics"])
+            cur.executemany("INSERT INTO lantu.indicator_targets (indicator, xzqdm, target, source) "
+                            "VALUES (%s, %s, %s, %s)", history["targets"])
+            cur.execute("SAVEPOINT previous_year")
+            cur.executemany(sql.SQL("UPDATE {} SET dlbm = %s, dlmc = %s WHERE bsm = %s").format(table_id(lu)),
+                            [(code, name, bsm) for bsm, code, name in history["land_use_2024"]])
+            bsm, geom = history["red_line_2024"]
+            cur.execute(sql.SQL("UPDATE {} SET geom = ST_Multi(ST_GeomFromWKB(%s, 4490)) WHERE bsm = %s").format(
+                table_id(erl)), (shapely.to_wkb(geom), bsm))
+        previous = snapshot_rows(conn, registry, cat, history["previous"], srid)
+        with conn.cursor() as cur:
+            cur.execute("ROLLBACK TO SAVEPOINT previous_year")
+        store_snapshot(conn, previous, history["previous"])
+        store_snapshot(conn, snapshot_rows(conn, registry, cat, history["year"], srid), history["year"])

@@ -11,6 +11,7 @@ PROCESS_CLASSES = {
     "control-line-check": "lantu.processes.control_line:ControlLineCheck",
     "site-selection": "lantu.processes.site_selection:SiteSelection",
     "ledger": "lantu.processes.ledger:Ledger",
+    "indicators": "lantu.processes.indicators:Indicators",
 }
 _cache: dict[str, LantuProcessor] = {}
 
