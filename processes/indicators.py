@@ -797,3 +797,23 @@ def indicators_csv(rows: list[dict]) -> bytes:
                          r["xzqmc"], fmt(r["value"]), fmt(r["value_planar"]), fmt(r["target"]), fmt(r["gap"]),
                          r["status"] or "", fmt(r.get("previous")), fmt(r.get("change"))])
     return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+# ---- the collection core_indicators -------------------------------------------------------------------------
+SNAPSHOT_PROPERTIES = (
+    ("indicator", "string", "指标标识"), ("name_zh", "string", "指标名称"), ("year", "integer", "年度"),
+    ("xzqdm", "string", "行政区代码"), ("xzqmc", "string", "行政区名称"), ("unit", "string", "单位"),
+    ("nature", "string", "指标属性（约束性/预期性）"), ("value", "number", "指标值（面积为椭球面积）"),
+    ("value_planar", "number", "指标值（平面面积）"), ("target", "number", "规划目标"), ("gap", "number", "差距"),
+    ("status", "string", "状态（达标/预警/未达标）"), ("previous", "number", "上一年度值"),
+    ("change", "number", "较上一年度变化"), ("computed_at", "timestamp", "计算时间"),
+)
+
+
+def snapshot_source():
+    """The yearly snapshots as a non-spatial feature source (collection ``core_indicators``)."""
+    from lantu.providers.features import FeatureSource, Property
+
+    return FeatureSource("core_indicators", "lantu", "indicator_snapshots",
+                         tuple(Property(name, name, typ, title) for name, typ, title in SNAPSHOT_PROPERTIES),
+                         geometry_type="None", geometry_column=None)

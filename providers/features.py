@@ -42,13 +42,17 @@ class FeatureSource:
     properties: tuple[Property, ...]
     geometry_type: str = "Geometry"
     id_column: str = "fid"
-    geometry_column: str = "geom"
+    geometry_column: str | None = "geom"  # None: a non-spatial collection (features with "geometry": null)
     srid: int = STORAGE_SRID
     time_property: str | None = None
     by_name: Mapping[str, Property] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {p.name: p for p in self.properties})
+
+    @property
+    def spatial(self) -> bool:
+        return self.geometry_column is not None
 
     @property
     def table_sql(self) -> sql.Composed:
@@ -114,7 +118,7 @@ def properties_json(props: Sequence[Property], alias: str = "t") -> sql.Composab
 
 def feature_json(src: FeatureSource, props: Sequence[Property], crs: OutputCrs, skip_geometry: bool,
                  alias: str = "t") -> sql.Composed:
-    geometry = sql.SQL("'null'") if skip_geometry else sql.SQL("coalesce({}, 'null')").format(
+    geometry = sql.SQL("'null'") if skip_geometry or not src.spatial else sql.SQL("coalesce({}, 'null')").format(
         geometry_json(src, crs, alias))
     return sql.SQL("""'{{"type":"Feature","id":' || {}.{} || ',"geometry":' || {} || ',"properties":' || {} """
                    """|| '}}'""").format(sql.Identifier(alias), sql.Identifier(src.id_column), geometry,
@@ -186,7 +190,7 @@ def csv_copy_sql(src: FeatureSource, q: ItemsQuery, cursor) -> str:
     where, params = where_sql(q.where)
     props = src.properties if q.properties is None else q.properties
     cols = [sql.SQL("t.{} AS {}").format(sql.Identifier(p.column), sql.Identifier(p.name)) for p in props]
-    geom = sql.SQL("t.{}").format(sql.Identifier(src.geometry_column))
+    geom = sql.SQL("t.{}").format(sql.Identifier(src.geometry_column or "fid"))
     if q.crs.transform:
         geom = sql.SQL("ST_Transform({}, {})").format(geom, sql.Literal(q.crs.srid))
     if q.crs.swap_axes:
@@ -194,8 +198,8 @@ def csv_copy_sql(src: FeatureSource, q: ItemsQuery, cursor) -> str:
     select = sql.SQL(
         "SELECT t.{id} AS id, {cols}{geom} FROM {tbl} t WHERE {where} ORDER BY {order} LIMIT %s OFFSET %s").format(
         id=sql.Identifier(src.id_column), cols=sql.SQL("").join(sql.SQL("{}, ").format(c) for c in cols),
-        geom=sql.SQL("ST_AsText({}, {}) AS wkt").format(geom, sql.Literal(q.crs.decimals)) if not q.skip_geometry
-        else sql.SQL("NULL AS wkt"),
+        geom=sql.SQL("ST_AsText({}, {}) AS wkt").format(geom, sql.Literal(q.crs.decimals))
+        if not q.skip_geometry and src.spatial else sql.SQL("NULL AS wkt"),
         tbl=src.table_sql, where=where, order=order_sql(src, q.sortby, "t"))
     query = cursor.mogrify(select, [*params, q.limit, q.offset]).decode("utf-8")
     return f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)"
@@ -211,7 +215,9 @@ def fetch_csv(pool: Pool, src: FeatureSource, q: ItemsQuery) -> str:
 
 
 def extent(pool: Pool, src: FeatureSource) -> tuple[float, float, float, float] | None:
-    """Lon/lat extent of the stored features (None when the table is empty)."""
+    """Lon/lat extent of the stored features (None when the table is empty or has no geometry)."""
+    if not src.spatial:
+        return None
     statement = sql.SQL("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
                         "(SELECT ST_Extent({}) e FROM {}) s").format(sql.Identifier(src.geometry_column), src.table_sql)
     with pool.connection() as conn, conn.cursor() as cur:

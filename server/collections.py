@@ -41,10 +41,21 @@ class CollectionInfo:
 
 
 def infos_from_registry(registry: Registry) -> dict[str, CollectionInfo]:
-    return {layer.id: CollectionInfo(source_from_layer(layer), layer.name_zh, layer.title_en,
-                                     layer.metadata.abstract_zh + " " + layer.metadata.synthetic_note,
-                                     layer.metadata.abstract_en, layer.metadata.keywords)
-            for layer in registry.vector_layers()}
+    infos = {layer.id: CollectionInfo(source_from_layer(layer), layer.name_zh, layer.title_en,
+                                      layer.metadata.abstract_zh + " " + layer.metadata.synthetic_note,
+                                      layer.metadata.abstract_en, layer.metadata.keywords)
+             for layer in registry.vector_layers()}
+    indicators = registry.get("core_indicators")
+    if indicators is not None:  # non-spatial: the yearly indicator snapshots (issue 11)
+        from lantu.processes.indicators import snapshot_source
+
+        infos[indicators.id] = CollectionInfo(
+            snapshot_source(), indicators.name_zh, indicators.title_en,
+            "规划核心指标年度快照：每个指标、年度、行政区一条记录（值、目标、差距、状态、较上年变化），无几何。",
+            "Yearly snapshots of the core planning indicators: one record per indicator, year and "
+            "administrative unit (value, target, gap, status, change on the previous year); no geometry.",
+            indicators.metadata.keywords)
+    return infos
 
 
 def coverage_files(settings: Settings) -> dict[str, Path]:

@@ -66,6 +66,8 @@ def parse_bbox(raw: str, bbox_crs: crs_mod.OutputCrs, src: FeatureSource) -> Whe
     if bbox_crs.is_geographic and not (-90 <= b1 <= 90 and -90 <= b2 <= 90):
         raise InvalidParameter("bbox latitude outside -90..90 (for EPSG:4490 and 4326 the order is lat,lon)",
                                locator="bbox")
+    if not src.spatial:
+        raise InvalidParameter(f"bbox: {src.id} has no geometry (a non-spatial collection)", locator="bbox")
     geom = sql.Identifier(src.geometry_column)
     if bbox_crs.is_geographic:
         envelope = sql.SQL("ST_MakeEnvelope(%s, %s, %s, %s, {})").format(sql.Literal(src.srid))
@@ -146,7 +148,8 @@ def parse_sortby(raw: str, src: FeatureSource) -> tuple[tuple[Property, bool], .
 
 def queryables_of(src: FeatureSource) -> dict[str, Queryable]:
     found = {p.name: Queryable(p.name, p.column, p.type) for p in src.properties}
-    found["geometry"] = Queryable("geometry", src.geometry_column, "geometry")
+    if src.spatial:
+        found["geometry"] = Queryable("geometry", src.geometry_column, "geometry")
     return found
 
 

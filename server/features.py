@@ -103,11 +103,19 @@ def _fix_collection(doc: dict) -> dict:
         doc.get("extent", {}).get("spatial", {}).pop("grid", None)
         doc["itemType"] = "coverage"
         return doc
+    src = collections().source(doc["id"])
+    if not src.spatial:  # a non-spatial collection (core_indicators): no tiles, no spatial extent, no CRS
+        doc["links"] = clean_links(doc["links"])
+        doc["itemType"] = "feature"
+        doc["title_en"] = collections().infos[doc["id"]].title_en
+        doc.get("extent", {}).pop("spatial", None)
+        for key in ("crs", "storageCrs"):
+            doc.pop(key, None)
+        return doc
     doc["links"] = clean_links(doc["links"]) + [{
         "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "type": "application/json",
         "title": "Vector tilesets", "href": f"{base_url()}/collections/{doc['id']}/tiles"}]
     doc["itemType"] = "feature"
-    src = collections().source(doc["id"])
     info = collections().infos[doc["id"]]
     doc["title_en"] = info.title_en
     box = collections().extents.get(doc["id"])
@@ -152,7 +160,7 @@ def queryables(cid: str) -> Response:
     src = _source(cid)
     fmt = negotiate(request)
     props: dict[str, dict] = {"geometry": {"format": f"geometry-{src.geometry_type.lower()}",
-                                           "x-ogc-role": "primary-geometry"}}
+                                           "x-ogc-role": "primary-geometry"}} if src.spatial else {}
     for p in src.properties:
         json_type = "string" if p.type in ("date", "timestamp") else p.type
         schema: dict = {"title": p.title or p.name, "type": json_type}

@@ -47,8 +47,8 @@ def _grid(tms_id: str) -> Grid:
 
 def _source(cid: str) -> FeatureSource:
     src = collections().source(cid)
-    if src is None:
-        raise NotFound(f"no collection {cid[:60]!r}; see /collections")
+    if src is None or not src.spatial:
+        raise NotFound(f"no collection {cid[:60]!r} with tiles; see /collections")
     return src
 
 
