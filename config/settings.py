@@ -51,6 +51,8 @@ class Settings(BaseModel):
     job_max_attempts: int = Field(3, ge=1, le=20)
     max_input_vertices: int = Field(100_000, ge=4)
     check_buffer_m: float = Field(500.0, ge=0, le=100_000)
+    indicators_config: Path | None = None  # null → config/indicators.yaml (issue 11)
+    indicator_snapshot_date: str = Field("12-31", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 
     @field_validator("database_url")
     @classmethod

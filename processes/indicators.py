@@ -15,6 +15,7 @@ snapshots (county and towns only: a drawn region of a past year cannot be recomp
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -358,8 +359,8 @@ def _parts_sql(registry: Registry, spec: AreaSpec, regions: list[Region], county
     if others:
         cte, cparams = _region_cte(others)
         selects.append(sql.SQL(
-            "SELECT r.key, {code}, CASE WHEN ST_Covers(r.g, f.geom) THEN f.geom "
-            "ELSE ST_CollectionExtract(ST_Intersection(r.g, f.geom), 3) END "
+            "SELECT r.key::text AS key, {code} AS code, CASE WHEN ST_Covers(r.g, f.geom) THEN f.geom "
+            "ELSE ST_CollectionExtract(ST_Intersection(r.g, f.geom), 3) END AS x "
             "FROM {t} f JOIN ({cte}) r ON f.geom && r.g AND ST_Intersects(r.g, f.geom) WHERE {filt}").format(
             code=code, t=table_id(layer), cte=cte, filt=filt))
         params += [*cparams, *fparams]
@@ -817,3 +818,62 @@ def snapshot_source():
     return FeatureSource("core_indicators", "lantu", "indicator_snapshots",
                          tuple(Property(name, name, typ, title) for name, typ, title in SNAPSHOT_PROPERTIES),
                          geometry_type="None", geometry_column=None)
+
+
+# ---- the yearly schedule (lantu worker) ---------------------------------------------------------------------
+SCHEDULE_LOCK = 7_424_811  # advisory lock: one worker takes the scheduled snapshot
+
+
+def scheduled_year(now: dt.datetime, snapshot_date: str) -> int:
+    """The latest year whose snapshot date (``MM-DD``) has passed at ``now``."""
+    month, day = (int(x) for x in snapshot_date.split("-"))
+    due = dt.datetime(now.year, month, day, tzinfo=now.tzinfo)
+    return now.year if now >= due else now.year - 1
+
+
+def run_schedule(env: Env, now: dt.datetime | None = None) -> int | None:
+    """Take the yearly snapshot when its date has passed, none exists for that year and the data describe it
+    (statistics of that year are the current data year); returns the year snapshotted, else None."""
+    now = now or dt.datetime.now(dt.UTC).astimezone()
+    year = scheduled_year(now, env.settings.indicator_snapshot_date)
+    with env.pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (SCHEDULE_LOCK,))
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute("SELECT EXISTS (SELECT 1 FROM lantu.indicator_snapshots WHERE year = %s)", (year,))
+        if cur.fetchone()[0]:
+            return None
+        current = current_year(cur)
+        if current != year:
+            log.warning("indicator snapshot %s is due but the data describe %s: load the %s statistics first",
+                        year, current, year)
+            return None
+        cat = get_catalogue(env.registry, env.settings)
+        rows = snapshot_rows(conn, env.registry, cat, year, env.settings.planar_srid)
+        store_snapshot(conn, rows, year)
+    log.info("indicator snapshot %s stored (%d rows)", year, len(rows))
+    return year
+
+
+def load_targets(env: Env, cat: Catalogue, path: Path) -> int:
+    """Targets from a CSV (indicator, xzqdm, target[, source]); all rows checked before any is stored."""
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for n, rec in enumerate(csv.DictReader(fh), start=2):
+            where = f"{path.name} line {n}"
+            if rec.get("indicator") not in cat.by_id:
+                raise ValueError(f"{where}: unknown indicator {rec.get('indicator')!r}")
+            code = (rec.get("xzqdm") or "").strip()
+            if not (code.isdigit() and len(code) in (6, 12) and code.startswith(cat.county_code)):
+                raise ValueError(f"{where}: xzqdm {code!r} is not the county or one of its towns")
+            try:
+                target = float(rec.get("target") or "")
+            except ValueError:
+                raise ValueError(f"{where}: target {rec.get('target')!r} is not a number") from None
+            rows.append((rec["indicator"], code, target, rec.get("source") or path.name))
+    with env.pool.connection() as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO lantu.indicator_targets (indicator, xzqdm, target, source) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (indicator, xzqdm) DO UPDATE SET "
+                        "target = EXCLUDED.target, "
+                        "source = EXCLUDED.source", rows)
+    return len(rows)

@@ -25,6 +25,7 @@ from lantu.providers.pool import DISCONNECT_ERRORS, dsn_for
 
 log = logging.getLogger(__name__)
 POLL_S = 2.0
+SCHEDULE_CHECK_S = 300.0  # how often an idle worker looks whether a scheduled task (yearly snapshot) is due
 PROCESS_FAILED = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/job-failed"
 
 
@@ -97,6 +98,21 @@ class Worker:
         self.name = name or worker_name()
         self.store = JobStore(env.pool, env.settings.job_lease_s, env.settings.job_max_attempts)
         self._stopping = threading.Event()
+        self._schedule_checked = float("-inf")
+
+    def run_schedule(self) -> None:
+        """Scheduled work between jobs: the yearly indicator snapshot (issue 11), checked every SCHEDULE_CHECK_S."""
+        if time.monotonic() - self._schedule_checked < SCHEDULE_CHECK_S:
+            return
+        self._schedule_checked = time.monotonic()
+        from lantu.processes.indicators import run_schedule
+
+        try:
+            run_schedule(self.env)
+        except DISCONNECT_ERRORS:
+            raise
+        except Exception:  # a failed snapshot must not stop the job queue
+            log.error("scheduled indicator snapshot failed:\n%s", traceback.format_exc())
 
     def stop(self, *_args) -> None:
         self._stopping.set()
@@ -116,6 +132,7 @@ class Worker:
             try:
                 if self.run_once() is not None:
                     continue
+                self.run_schedule()
                 listener = listener or self._listen()
                 self._wait(listener)
             except DISCONNECT_ERRORS:

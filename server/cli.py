@@ -313,5 +313,55 @@ def worker_cmd(once: bool) -> None:
     worker.run_forever()
 
 
+# ---- indicators (规划核心指标, issue 11) -----------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def indicators() -> None:
+    """规划核心指标: yearly snapshots, targets, the catalogue check, reports."""
+
+
+def _indicator_env():
+    from lantu.processes.base import Env
+    from lantu.providers.database import start_embedded
+    from lantu.providers.pool import get_pool
+
+    settings = _settings()
+    start_embedded(settings)
+    return Env(settings, load_registry(), get_pool(settings))
+
+
+@indicators.command("check")
+def indicators_check() -> None:
+    """Check the indicator catalogue against the registry (a bad entry is named)."""
+    from lantu.processes.indicators import catalogue_path, load_catalogue
+
+    settings = _settings()
+    cat = load_catalogue(load_registry(), catalogue_path(settings))
+    click.echo(f"{cat.source}: {len(cat.indicators)} indicators OK")
+
+
+@indicators.command("snapshot")
+@click.option("--year", type=int, default=None, help="the year the data describe (default: the current data year)")
+@click.option("--replace", is_flag=True, help="overwrite an earlier year's snapshot with today's data")
+def indicators_snapshot(year: int | None, replace: bool) -> None:
+    """Store every indicator for the county and each town as the snapshot of YEAR."""
+    from lantu.processes.indicators import get_catalogue, take_snapshot
+
+    env = _indicator_env()
+    get_catalogue(env.registry, env.settings)
+    year, rows = take_snapshot(env, year, replace)
+    click.echo(f"indicator snapshot {year}: {rows} rows")
+
+
+@indicators.command("targets")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def indicators_targets(file: Path) -> None:
+    """Load the plan's targets from a CSV (columns indicator, xzqdm, target[, source]); replaces those rows."""
+    from lantu.processes.indicators import get_catalogue, load_targets
+
+    env = _indicator_env()
+    n = load_targets(env, get_catalogue(env.registry, env.settings), file)
+    click.echo(f"{n} targets loaded")
+
+
 if __name__ == "__main__":
     main()
