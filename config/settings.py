@@ -26,6 +26,15 @@ class SettingsError(ValueError):
     """A settings file or variable holds a value Lantu cannot use."""
 
 
+class CatalogPeer(BaseModel):
+    """A federation peer: another catalog (province, city, county) kept in step by `lantu catalog sync`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    url: str = Field(pattern=r"^https?://")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,6 +55,16 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     mapserver_workers: int = Field(2, ge=1, le=64)
     planar_srid: int = Field(4547, ge=4513, le=4554)
+    # resource catalog (issue 7; docs/catalog.md)
+    catalog_id_prefix: str = Field("urn:lantu:430121", pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9:._-]+$")
+    catalog_organisation: str = "长沙县自然资源和规划局 (planning bureau)"
+    catalog_contact_email: str = ""
+    catalog_manager_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    catalog_harvest_allow: tuple[str, ...] = ()
+    catalog_peers: tuple[CatalogPeer, ...] = ()
+    catalog_peer_timeout_s: float = Field(10.0, gt=0, le=300)
+    catalog_sync_interval_s: float = Field(0, ge=0)
+    catalog_max_records: int = Field(1000, ge=1, le=100_000)
     job_workers: int = Field(1, ge=0, le=64)
     job_lease_s: float = Field(30.0, ge=1, le=3600)
     job_max_attempts: int = Field(3, ge=1, le=20)
