@@ -1,0 +1,248 @@
+// Drives the 一张蓝图 viewer in Debian's Chromium with playwright-core (no browser download) and reports what
+// a person would see, as JSON on stdout. It knows no expected answers: tests/test_viewer.py compares the report
+// with the registry, the demo truth and Lantu's own endpoints. Usage: node viewer_driver.js PLAN.json
+// PLAN: {url, out_dir, chromium, point: [lon, lat], layer_zh, town_query, site_file, project_name, rule_set,
+//        screenshots_dir (optional: docs screenshots), bench (optional: only time the first full render)}
+"use strict";
+const fs = require("fs");
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+const plan = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const report = { external: [], console_errors: [], steps: {} };
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
+
+function isExternal(url) {
+  if (/^(data|blob|about|chrome|devtools):/.test(url)) return false;
+  try { return !LOOPBACK.has(new URL(url).hostname); } catch (e) { return true; }
+}
+
+async function newPage(browser, viewport, label) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, locale: "zh-CN" });
+  // Every request is seen here; one that would leave 127.0.0.1 is recorded and refused.
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (isExternal(url)) { report.external.push(url); return route.abort(); }
+    return route.continue();
+  });
+  context.on("request", (req) => { if (isExternal(req.url())) report.external.push(req.url()); });
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") report.console_errors.push(`${label}: ${m.text()}`); });
+  page.on("pageerror", (e) => report.console_errors.push(`${label}: ${e.message}`));
+  page.on("websocket", (ws) => { if (isExternal(ws.url())) report.external.push(ws.url()); });
+  return { context, page };
+}
+
+async function settle(page, timeout = 30000) {
+  await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout });
+  await page.waitForFunction(() => {
+    const m = window.lantuViewer.map;
+    return m.loaded() && m.areTilesLoaded() && !m.isMoving();
+  }, null, { timeout, polling: 100 });
+  await page.waitForTimeout(250);  // one more frame after the last tile
+  await page.waitForFunction(() => window.lantuViewer.map.areTilesLoaded(), null, { timeout });
+}
+
+async function pixelAt(page, lonlat, file) {
+  const xy = await page.evaluate((p) => {
+    const m = window.lantuViewer.map, pt = m.project(p), r = m.getContainer().getBoundingClientRect();
+    return [Math.round(r.left + pt.x), Math.round(r.top + pt.y)];
+  }, lonlat);
+  await page.screenshot({ path: file, clip: { x: xy[0] - 1, y: xy[1] - 1, width: 3, height: 3 } });
+  return xy;
+}
+
+async function glyphRenders(page, ch) {
+  // Draw the character and a private-use code point (no font has it: the fallback box) in the page's font;
+  // a font that lacks `ch` draws the same box for both.
+  return page.evaluate((c) => {
+    const font = "32px " + getComputedStyle(document.body).fontFamily;
+    function bitmap(text) {
+      const cv = document.createElement("canvas"); cv.width = cv.height = 48;
+      const g = cv.getContext("2d"); g.font = font; g.fillStyle = "#000"; g.fillText(text, 4, 38);
+      return Array.from(g.getImageData(0, 0, 48, 48).data).join(",");
+    }
+    const ink = bitmap(c), box = bitmap("\uE000");
+    return { differs_from_missing_glyph: ink !== box, has_ink: /[1-9]/.test(ink), font };
+  }, ch);
+}
+
+async function run() {
+  const args = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                "--disable-background-networking", "--disable-component-update", "--no-pings", "--disable-sync",
+                "--disable-domain-reliability", "--metrics-recording-only"];
+  const browser = await chromium.launch({ executablePath: plan.chromium || "/usr/bin/chromium", args });
+  try {
+    if (plan.bench) return await bench(browser);
+    await desktop(browser);
+    await phone(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+async function bench(browser) {
+  const { page } = await newPage(browser, { width: 1366, height: 768 }, "bench");
+  const url = plan.url + "/viewer";
+  await page.goto(url);
+  await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout: 120000 });
+  await page.evaluate((b) => {  // the whole county at zoom 10 with the planning layers on
+    const v = window.lantuViewer;
+    (b.layers || []).forEach((id) => v.setVisible(id, true));
+    v.map.jumpTo({ center: b.center, zoom: 10 });
+  }, plan.bench);
+  await settle(page, 300000);
+  report.steps.bench = await page.evaluate(() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    const tiles = performance.getEntriesByType("resource").filter((r) => /\/tiles\/|\/wmts\//.test(r.name));
+    return { first_full_render_ms: performance.now(), dom_content_loaded_ms: nav ? nav.domContentLoadedEventEnd : null,
+             tiles: tiles.length, tile_bytes: tiles.reduce((a, r) => a + (r.encodedBodySize || 0), 0),
+             zoom: window.lantuViewer.map.getZoom() };
+  });
+}
+
+const T0 = Date.now();
+function mark(name) { report.timings = report.timings || {}; report.timings[name] = Date.now() - T0; }
+
+async function desktop(browser) {
+  const { page } = await newPage(browser, { width: 1366, height: 768 }, "1366x768");
+  const steps = report.steps;
+  const headersSeen = [];
+  page.on("request", (req) => {
+    const u = req.url();
+    if (/\/(tiles|collections|processes|jobs|viewer\/config)/.test(u)) headersSeen.push([u, req.headers()["x-api-key"] || null]);
+  });
+  await page.goto(plan.url + "/viewer");
+  await settle(page);
+  steps.load = { console_errors: report.console_errors.length, title: await page.title(),
+                 glyph: await glyphRenders(page, "㮾"),
+                 tree_layers: await page.$$eval("#tree .layer .name", (els) => els.map((e) => e.textContent)) };
+  const shots = plan.screenshots_dir;
+
+  mark("before 1."); report["errors_before_1"] = report.console_errors.length;
+  // 1. 生态保护红线 on: the colour at the planted polygon's pixel
+  await page.evaluate((p) => window.lantuViewer.map.jumpTo({ center: p, zoom: 14 }), plan.point);
+  await settle(page);
+  const before = path.join(plan.out_dir, "pixel-before.png"), after = path.join(plan.out_dir, "pixel-after.png");
+  steps.pixel = { xy: await pixelAt(page, plan.point, before) };
+  const row = page.locator("#tree .layer", { has: page.locator(".name", { hasText: new RegExp("^" + plan.layer_zh + "$") }) });
+  await row.locator("input[type=checkbox]").check();
+  await settle(page);
+  await pixelAt(page, plan.point, after);
+  Object.assign(steps.pixel, { before, after, checked: await row.locator("input[type=checkbox]").isChecked() });
+
+  mark("before 2."); report["errors_before_2"] = report.console_errors.length;
+  // 2. identify: click the planted feature, read the popup
+  await page.mouse.click(steps.pixel.xy[0], steps.pixel.xy[1]);
+  await page.waitForSelector(".maplibregl-popup .popup td[data-field=BSM]", { timeout: 15000 });
+  steps.identify = await page.$eval(".maplibregl-popup .popup", (el) => ({
+    layer: el.dataset.layer, bsm: el.querySelector("td[data-field=BSM]").textContent, text: el.innerText }));
+  await page.evaluate(() => document.querySelectorAll(".maplibregl-popup").forEach((p) => p.remove()));
+
+  mark("before 3."); report["errors_before_3"] = report.console_errors.length;
+  // 3. search a town by name
+  await page.selectOption("#search-kind", "town");
+  await page.fill("#search-text", plan.town_query);
+  await page.click("#search button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("search").dataset.result, null, { timeout: 15000 });
+  await settle(page);
+  steps.search = await page.evaluate(() => {
+    const m = window.lantuViewer.map, b = m.getBounds();
+    return { result: document.getElementById("search").dataset.result, zoom: m.getZoom(),
+             bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], center: m.getCenter().toArray() };
+  });
+  if (shots) {
+    await page.evaluate(() => ["planned_land_use", "eco_red_line", "basic_farmland", "urban_dev_boundary"].forEach((id) => window.lantuViewer.setVisible(id, true)));
+    await page.evaluate(() => window.lantuViewer.map.zoomTo(12, { duration: 0 }));
+    await settle(page);
+    await page.screenshot({ path: path.join(shots, "viewer-overview.png") });
+  }
+
+  mark("before 4."); report["errors_before_4"] = report.console_errors.length;
+  // 4. project check: upload the site, run control-line-check asynchronously, read the verdict
+  await page.click("#tabs button[data-tab=check]");
+  await page.fill("#project-name", plan.project_name);
+  await page.setInputFiles("#site-file", plan.site_file);
+  await page.waitForFunction(() => !document.getElementById("check-run").disabled, null, { timeout: 10000 });
+  const progress = [];
+  await page.click("#check-run");
+  const t0 = Date.now();
+  while (Date.now() - t0 < 60000) {
+    const st = await page.evaluate(() => {
+      const p = document.querySelector("#check-progress");
+      return { shown: !p.hidden, value: p.querySelector("progress").value, status: p.querySelector(".msg").dataset.status || "",
+               text: p.querySelector(".msg").textContent, verdict: !!document.getElementById("verdict") };
+    });
+    progress.push(st);
+    if (st.verdict) break;
+    await page.waitForTimeout(100);
+  }
+  await page.waitForFunction(() => window.lantuViewer.state.hitFeatures, null, { timeout: 15000 }).catch(() => {});
+  await settle(page);
+  steps.check = await page.evaluate(() => ({
+    verdict: document.getElementById("verdict") && document.getElementById("verdict").textContent,
+    hits: Array.from(document.querySelectorAll("#check-result .hit")).map((h) => [h.dataset.layer, h.dataset.bsm]),
+    hit_features_drawn: (window.lantuViewer.state.hitFeatures || []).length
+  }));
+  steps.check.progress = progress;
+  if (shots) await page.screenshot({ path: path.join(shots, "viewer-check.png") });
+  const [pdf] = await Promise.all([page.waitForEvent("download", { timeout: 30000 }), page.click("#report-pdf")]);
+  steps.check.pdf = path.join(plan.out_dir, "report.pdf");
+  await pdf.saveAs(steps.check.pdf);
+  steps.check.pdf_name = pdf.suggestedFilename();
+
+  mark("before 5."); report["errors_before_5"] = report.console_errors.length;
+  // 5. 差异图斑: conflict-check with a rule set, the summary by class, the CSV export
+  await page.click("#tabs button[data-tab=conflict]");
+  await page.selectOption("#rule-set", plan.rule_set);
+  await page.click("#conflict-run");
+  await page.waitForSelector("#conflict-classes", { timeout: 60000 });
+  await settle(page);
+  steps.conflict = await page.evaluate(() => ({
+    classes: Array.from(document.querySelectorAll("#conflict-classes tr[data-class]")).map((r) => [r.dataset.class, +r.querySelector(".count").textContent]),
+    patches_drawn: window.lantuViewer.state.lastConflict.patches.features.length,
+    colours: Object.fromEntries(window.lantuViewer.state.lastConflict.patches.features.map((f) => [f.properties["class"], f.properties.colour]))
+  }));
+  if (shots) await page.screenshot({ path: path.join(shots, "viewer-conflict.png") });
+  const [csv] = await Promise.all([page.waitForEvent("download", { timeout: 15000 }), page.click("#conflict-csv")]);
+  steps.conflict.csv = path.join(plan.out_dir, "conflict.csv");
+  await csv.saveAs(steps.conflict.csv);
+
+  mark("before 6."); report["errors_before_6"] = report.console_errors.length;
+  // 6. English switch
+  await page.click("#lang");
+  steps.english = { tab: await page.textContent("#tabs button[data-tab=layers]"),
+                    tree_layers: await page.$$eval("#tree .layer .name", (els) => els.map((e) => e.textContent)) };
+  await page.click("#lang");
+
+  mark("before 7."); report["errors_before_7"] = report.console_errors.length;
+  // 7. identity box: a key is sent with every request to Lantu; the page shows what the server says about it
+  await page.click("#identity-toggle");
+  await page.fill("#identity-key", plan.api_key);
+  headersSeen.length = 0;
+  await Promise.all([page.waitForEvent("load"), page.click("#identity button[type=submit]")]);
+  await page.waitForFunction(() => document.getElementById("identity-status").textContent, null, { timeout: 15000 });
+  await page.waitForTimeout(1500);
+  steps.identity = { status: await page.textContent("#identity-status"), requests: headersSeen.slice() };
+  await page.click("#identity-toggle").catch(() => {});
+  await page.evaluate(() => sessionStorage.removeItem("lantu.key"));
+}
+
+async function phone(browser) {
+  const { page } = await newPage(browser, { width: 390, height: 844 }, "390x844");
+  await page.goto(plan.url + "/viewer");
+  await settle(page);
+  report.steps.phone = await page.evaluate(() => {
+    const box = (id) => { const r = document.getElementById(id).getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; };
+    return { scroll_width: document.documentElement.scrollWidth, inner_width: innerWidth,
+             map: box("map"), side: box("side"), search: box("search-text"), tabs: box("tabs"),
+             canvas: window.lantuViewer.map.getCanvas().getBoundingClientRect().height };
+  });
+}
+
+run().then(() => { process.stdout.write(JSON.stringify(report)); }, (err) => {
+  report.error = String(err && err.stack || err);
+  process.stdout.write(JSON.stringify(report));
+  process.exitCode = 1;
+});
