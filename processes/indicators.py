@@ -337,7 +337,7 @@ def _region_cte(regions: list[Region]) -> tuple[sql.Composable, list]:
         params.append(towns_wanted)
     for r in regions:
         if r.kind == "geometry":
-            parts.append(sql.SQL("SELECT %s, ST_GeomFromEWKB(%s)"))
+            parts.append(sql.SQL("SELECT %s::text AS key, ST_GeomFromEWKB(%s) AS g"))
             params += [r.key, bytes.fromhex(r.ewkb)]
     return sql.SQL(" UNION ALL ").join(parts), params
 

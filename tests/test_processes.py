@@ -355,7 +355,7 @@ def test_processes_listed_and_described_with_owslib(server):
 
     api = Processes(server)
     ids = {p["id"] for p in api.processes()}
-    assert ids == {"conflict-check", "control-line-check", "site-selection", "ledger"}
+    assert ids == {"conflict-check", "control-line-check", "site-selection", "ledger", "indicators"}
     for pid in ids:
         desc = api.process(pid)
         assert desc["id"] == pid and desc["inputs"] and desc["outputs"]
