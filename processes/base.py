@@ -91,6 +91,15 @@ class LantuProcessor(BaseProcessor):
     def run(self, inputs: dict, ctx: RunContext) -> list[Output]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def layers_needed(self, inputs: dict, registry: Registry) -> dict[str, list[str]]:
+        """The layers the (validated) inputs make the process read, by the right they need: the access
+        policy refuses the execution when the caller lacks one."""
+        return {}
+
+    def restrict(self, inputs: dict, may) -> dict:
+        """The validated inputs narrowed to what the caller may see (``may(action, layer_id)``)."""
+        return inputs
+
     def prefers_async(self, inputs: dict) -> bool:
         """Without a ``Prefer`` header: run in the background when the work may take long."""
         return False

@@ -204,6 +204,10 @@ class ConflictCheck(LantuProcessor):
         save = bool_input(inputs, "save", False)
         return {"rule_set": rule_set, "layers": layers, "aoi": aoi, "min_area": min_area, "save": save}
 
+    def layers_needed(self, inputs: dict, registry: Registry) -> dict[str, list[str]]:
+        layers = {lid for c in self.classes(inputs, registry) for lid in (c.a, c.b, c.minus) if lid}
+        return {"download": sorted(layers)}
+
     def prefers_async(self, inputs: dict) -> bool:
         return inputs.get("aoi") is None  # the whole county
 

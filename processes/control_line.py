@@ -218,14 +218,28 @@ class ControlLineCheck(LantuProcessor):
         if not isinstance(report, bool):
             raise InvalidInput("report", "must be true or false")
         return {"site": ewkb_hex(site), "project_name": text_input(inputs, "project_name") or "",
+                "layers": list(check_config(env.registry).layers), "feature_layers": None,
                 "project_code": text_input(inputs, "project_code", max_length=60) or "",
                 "buffer_m": number_input(inputs, "buffer_m", env.settings.check_buffer_m, maximum=100000),
                 "report": report}
 
+    def restrict(self, inputs: dict, may) -> dict:
+        """Check only the layers the caller may view; list features only of those it may download."""
+        layers = [lid for lid in inputs["layers"] if may("view", lid)]
+        downloadable = [lid for lid in layers if may("download", lid)]
+        return inputs | {"layers": layers, "feature_layers": None if downloadable == layers else downloadable}
+
     def run(self, inputs: dict, ctx: RunContext) -> list[Output]:
         config = check_config(ctx.registry)
         site_ewkb = bytes.fromhex(inputs["site"])
-        result = check_site(ctx.env, site_ewkb, inputs["buffer_m"], config.layers, ctx.progress)
+        layers = tuple(inputs.get("layers") or config.layers)
+        result = check_site(ctx.env, site_ewkb, inputs["buffer_m"], layers, ctx.progress)
+        listed = inputs.get("feature_layers")
+        if listed is not None:  # the caller may view these layers but not download their features
+            for lid, entry in result["layers"].items():
+                if lid not in listed:
+                    entry["features_withheld"] = len(entry["features"]) + len(entry["nearby"])
+                    entry["features"], entry["nearby"] = [], []
         result.update(verdict(result, config.rules))
         result["project"] = {"name": inputs["project_name"], "code": inputs["project_code"]}
         result["buffer_m"] = inputs["buffer_m"]

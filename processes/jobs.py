@@ -108,8 +108,11 @@ class JobStore:
         return Job.from_row(row) if row else None
 
     def list(self, *, limit: int, offset: int, statuses: list[str] | None = None,
-             process_ids: list[str] | None = None) -> tuple[list[Job], int]:
+             process_ids: list[str] | None = None, who: str | None = None) -> tuple[list[Job], int]:
         where, params = ["TRUE"], []
+        if who is not None:
+            where.append("who = %s")
+            params.append(who)
         if statuses:
             where.append("status = ANY(%s)")
             params.append(statuses)

@@ -70,6 +70,9 @@ class Ledger(LantuProcessor):
             raise InvalidInput("code_field", f"{layer.id} has no field {str(field)[:40]!r}")
         return {"layer": layer.id, "code_field": field, "aoi": aoi_input(inputs, "aoi", env)}
 
+    def layers_needed(self, inputs: dict, registry) -> dict[str, list[str]]:
+        return {"download": [inputs["layer"]]}
+
     def run(self, inputs: dict, ctx: RunContext) -> list[Output]:
         layer = ctx.registry.get(inputs["layer"])
         fdef = layer.field(inputs["code_field"])

@@ -115,6 +115,10 @@ class SiteSelection(LantuProcessor):
                 "min_area_m2": min_area, "max_area_m2": max_area,
                 "max_road_distance_m": number_input(inputs, "max_road_distance_m", 1000.0)}
 
+    def layers_needed(self, inputs: dict, registry: Registry) -> dict[str, list[str]]:
+        return {"download": [inputs["land_use_layer"]],
+                "view": sorted({*inputs["inside"], *inputs["outside"], inputs["road_layer"]})}
+
     def run(self, inputs: dict, ctx: RunContext) -> list[Output]:
         reg, srid = ctx.registry, ctx.settings.planar_srid
         land_use = reg.get(inputs["land_use_layer"])

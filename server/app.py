@@ -8,14 +8,16 @@ from pathlib import Path
 
 from flask import Flask
 
+from lantu.config.policy import load_policy
 from lantu.config.registry import Registry, load_registry
 from lantu.config.settings import Settings, load_settings
 from lantu.providers.pool import get_pool
 from lantu.providers.pygeoapi_provider import bind
-from lantu.server import coverages, csw, features, health, openapi, ows, processes, tiles, viewer, wmts
+from lantu.server import coverages, csw, features, health, openapi, ows, policy, processes, tiles, viewer, wmts
 from lantu.server.collections import CollectionInfo, Collections, infos_from_registry
 from lantu.server.context import LantuContext
 from lantu.server.errors import register_error_handlers
+from lantu.server.identity import IdentityResolver
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None,
@@ -36,6 +38,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         bind(info.source, get_pool(settings))
     app.logger.setLevel(getattr(logging, settings.log_level))
     register_error_handlers(app)
+    # The policy gate runs before every route (identity, rate limit, layer rights) and after (headers, log).
+    policy.install(app, IdentityResolver(settings, lambda: context.pool), load_policy(registry, settings.policy_file),
+                   settings, lambda: context.pool)
     app.register_blueprint(health.bp)
     app.register_blueprint(features.bp)
     app.register_blueprint(openapi.bp)

@@ -287,6 +287,75 @@ def serve_cmd(bind: str | None, workers: int | None) -> None:
     serve(settings, bind, workers)
 
 
+# ---- accounts ----------------------------------------------------------------------------------------
+@main.group()
+def accounts() -> None:
+    """Accounts (departments, people), their roles and API keys."""
+
+
+def _pool():
+    from lantu.providers.database import prepare
+
+    settings = _settings()
+    return prepare(settings, load_registry())
+
+
+@accounts.command("create")
+@click.argument("name")
+@click.option("--title", default="", help="中文名称, e.g. 县自然资源局")
+@click.option("--role", "roles", multiple=True, help="a role (repeat for several), e.g. --role planning_editor")
+@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE attribute for row filters, e.g. xzqdm=430121104000")
+@click.option("--key/--no-key", default=True, show_default=True, help="also create an API key and print it")
+def accounts_create(name: str, title: str, roles: tuple[str, ...], attrs: tuple[str, ...], key: bool) -> None:
+    from lantu.providers.accounts import create_account, create_key, get_account
+
+    pool = _pool()
+    if get_account(pool, name):
+        raise click.ClickException(f"account {name!r} exists")
+    bad = [a for a in attrs if "=" not in a]
+    if bad:
+        raise click.ClickException(f"--attr must be KEY=VALUE, not {bad[0]!r}")
+    account = create_account(pool, name, title, list(roles), dict(a.split("=", 1) for a in attrs))
+    click.echo(f"account {name} created (roles: {', '.join(roles) or 'none'})")
+    if key:
+        click.echo(f"API key (shown once, store it now): {create_key(pool, account)}")
+
+
+@accounts.command("key")
+@click.argument("name")
+@click.option("--expires-days", type=click.FloatRange(min=0.01), default=None)
+def accounts_key(name: str, expires_days: float | None) -> None:
+    """Create another API key for an account."""
+    from lantu.providers.accounts import create_key, get_account
+
+    pool = _pool()
+    account = get_account(pool, name)
+    if account is None:
+        raise click.ClickException(f"no account {name!r}")
+    click.echo(f"API key (shown once, store it now): {create_key(pool, account, expires_days)}")
+
+
+@accounts.command("revoke")
+@click.argument("prefix")
+def accounts_revoke(prefix: str) -> None:
+    """Revoke an API key by its prefix (the 8 hex characters after lantu_)."""
+    from lantu.providers.accounts import revoke_key
+
+    if not revoke_key(_pool(), prefix.removeprefix("lantu_").split("_")[0]):
+        raise click.ClickException(f"no live key with prefix {prefix!r}")
+    click.echo(f"key {prefix} revoked (servers stop accepting it within 30 s)")
+
+
+@accounts.command("list")
+def accounts_list() -> None:
+    from lantu.providers.accounts import list_accounts
+
+    for account, prefixes in list_accounts(_pool()):
+        state = " (disabled)" if account.disabled else ""
+        click.echo(f"{account.name}{state}\t{account.title}\troles={','.join(account.roles)}\t"
+                   f"attrs={json.dumps(account.attributes, ensure_ascii=False)}\tkeys={','.join(prefixes)}")
+
+
 # ---- worker ------------------------------------------------------------------------------------------
 @main.command("worker")
 @click.option("--once", is_flag=True, help="run at most one queued job, then exit")

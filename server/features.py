@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import psycopg2.errors
 from flask import Blueprint, Response, render_template, request
+from psycopg2 import sql
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WzRequest
 
@@ -28,6 +30,7 @@ from lantu.server.feature_params import (
     parse_property_list,
 )
 from lantu.server.formats import json_response, negotiate, whole_number
+from lantu.server.policy import allowed, row_filter_where
 
 bp = Blueprint("features", __name__)
 GEOJSON = "application/geo+json"
@@ -135,7 +138,8 @@ def collections_list() -> Response:
     # Coverage collections (the DEM) are served at /collections/{id} but not listed here: feature clients
     # that walk this list (GDAL ≤ 3.6's OAPIF driver, hence QGIS on Debian) fail on a collection without
     # items. The landing page links to them instead.
-    doc["collections"] = [_fix_collection(c) for c in doc["collections"] if c["id"] not in collections().coverages]
+    doc["collections"] = [_fix_collection(c) for c in doc["collections"]
+                          if c["id"] not in collections().coverages and allowed(c["id"], "discover")]
     doc["links"] = clean_links(doc["links"])
     doc["crs"] = crs_mod.OFFERED_URIS
     if fmt == "html":
@@ -198,6 +202,9 @@ def items(cid: str) -> Response:
     fmt = negotiate(request, ("json", "html", "csv"))
     settings = lantu().settings
     query = parse_items_query(request.args, src, settings, collections().unaccent())
+    rows = row_filter_where(cid)
+    if rows is not None:
+        query = replace(query, where=(*query.where, rows))
     headers = {"Content-Crs": f"<{query.crs.uri}>"}
     if fmt == "csv":
         return Response(fetch_csv(lantu().pool, src, query), mimetype="text/csv", headers=headers)
@@ -248,6 +255,15 @@ def _parse_fid(fid: str) -> int:
     return int(fid)
 
 
+def _row_visible(cid: str, src, fid: int) -> bool:
+    rows = row_filter_where(cid)
+    with lantu().pool.connection() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} t WHERE {} = %s AND {})").format(
+            sql.SQL("{}.{}").format(sql.Identifier(src.schema), sql.Identifier(src.table)),
+            sql.Identifier(src.id_column), rows.clause), (fid, *rows.params))
+        return cur.fetchone()[0]
+
+
 @bp.get("/collections/<cid>/items/<fid>")
 def item(cid: str, fid: str) -> Response:
     src = _source(cid)
@@ -259,6 +275,8 @@ def item(cid: str, fid: str) -> Response:
     props = parse_property_list("properties", request.args["properties"], src) if "properties" in request.args \
         else None
     text = fetch_item(lantu().pool, src, _parse_fid(fid), out_crs, props)
+    if text is not None and row_filter_where(cid) is not None and not _row_visible(cid, src, _parse_fid(fid)):
+        text = None  # outside the caller's rows: as if it did not exist
     if text is None:
         raise NotFound(f"no feature {fid!r} in collection {cid!r}")
     url = f"{base_url()}/collections/{cid}/items/{fid}"

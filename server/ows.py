@@ -17,6 +17,7 @@ from lantu.server import fcgi
 from lantu.server.context import lantu
 from lantu.server.errors import ows_exception, wms_exception
 from lantu.server.mapserver_pool import socket_paths
+from lantu.server.policy import Denied, deny_response, filter_capabilities, registry_layers, require
 
 bp = Blueprint("ows", __name__)
 MAX_BODY = 20 * 1024 * 1024
@@ -59,7 +60,7 @@ def _normalise(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def _query(service: str) -> tuple[list[tuple[str, str]], str | None]:
     """The client's parameters minus MAP; SERVICE defaulted to the endpoint's; returns (params, error)."""
     pairs = [(k, v) for k, v in parse_qsl(request.query_string.decode("utf-8", "replace"), keep_blank_values=True)
-             if k.upper() != "MAP"]
+             if k.upper() not in ("MAP", "API_KEY")]
     pairs = _normalise(pairs)
     given = next((v for k, v in pairs if k.upper() == "SERVICE"), None)
     if given is None:
@@ -119,6 +120,9 @@ def ows() -> Response:
     if problem:
         return _refuse(service, "OperationParsingFailed", problem)
     body = _normalise_body(body) if body else body
+    denied = _posted_layers_denied(service, body)
+    if denied is not None:
+        return denied
     settings = lantu().settings
     sockets = [str(p) for p in socket_paths(settings.run_dir, settings.mapserver_workers)]
     random.shuffle(sockets)  # spread load; a dead worker's socket is skipped below
@@ -134,7 +138,44 @@ def ows() -> Response:
     body = answer.body
     if service == "WFS" and b'srsName="EPSG:' in body[:200_000]:
         body = _relabel_north_first(body)
+    if _operation(pairs, body) == "getcapabilities":
+        body = filter_capabilities(body, service)  # only the layers this caller may use
     return Response(body, status=answer.status, headers=headers)
+
+
+_TYPENAMES = re.compile(rb'typeNames?\s*=\s*["\']([^"\']+)["\']', re.IGNORECASE)
+_OPERATION = re.compile(rb"<(?:\w+:)?(GetCapabilities|GetFeature|DescribeFeatureType|GetPropertyValue|Transaction)\b")
+
+
+def _operation(pairs: list[tuple[str, str]], body: bytes) -> str:
+    for key, value in pairs:
+        if key.upper() == "REQUEST":
+            return value.lower()
+    if request.form:
+        return request.form.get("REQUEST", request.form.get("request", "")).lower()
+    found = _OPERATION.search(body[:4096]) if body else None
+    return found[1].decode().lower() if found else ""
+
+
+def _posted_layers_denied(service: str, body: bytes) -> Response | None:
+    """POSTed requests name their layers in the body (XML typeNames or form fields), which the gate in
+    front of every route does not read: check them here."""
+    if request.method != "POST":
+        return None
+    names: list[str] = []
+    form = {k.upper(): v for k, v in request.form.items()}
+    for key in ("TYPENAMES", "TYPENAME", "LAYERS", "QUERY_LAYERS", "LAYER"):
+        names += [n.split(":", 1)[-1] for n in form.get(key, "").split(",") if n.strip()]
+    for match in _TYPENAMES.finditer(body or b""):
+        names += [n.split(":", 1)[-1] for n in match[1].decode("utf-8", "replace").split(",") if n.strip()]
+    if not names:
+        return None
+    action = "download" if service == "WFS" else "view"
+    try:
+        require(registry_layers(sorted(set(names))), action)
+    except Denied as exc:
+        return deny_response(service, exc.status, exc.text)
+    return None
 
 
 def _relabel_north_first(body: bytes) -> bytes:

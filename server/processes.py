@@ -24,6 +24,7 @@ from lantu.processes.worker import run_job
 from lantu.server.context import base_url, lantu
 from lantu.server.errors import InvalidParameter, LantuHTTPError, NotFound
 from lantu.server.formats import json_response, whole_number
+from lantu.server.policy import Denied, allowed, deny_response, identity, require
 
 bp = Blueprint("processes", __name__)
 PROCESSES_EXC = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
@@ -129,10 +130,17 @@ def execute(pid: str) -> Response:
         normalised = proc.validate(inputs, env)
     except InvalidInput as exc:
         raise InvalidParameter(f"input {exc.name}: {exc.message}", locator=exc.name) from None
+    for action, layer_ids in proc.layers_needed(normalised, env.registry).items():
+        try:
+            require(layer_ids, action)
+        except Denied as exc:
+            return deny_response("OGCAPI", exc.status, exc.text)
+    normalised = proc.restrict(normalised, lambda action, lid: allowed(lid, action))
     preference = _preference()
     mode = preference or ("async" if proc.prefers_async(normalised) else "sync")
     store = _store()
-    job = store.create(pid, normalised, mode=mode, outputs_wanted=outputs_wanted, response=response)
+    job = store.create(pid, normalised, mode=mode, outputs_wanted=outputs_wanted, response=response,
+                       who=identity().name)
     applied = {"Preference-Applied": "respond-async" if mode == "async" else "respond-sync"} if preference else {}
     if mode == "async":
         return json_response(status_info(job), headers={"Location": job_url(job.id), **applied}, status=201)
@@ -182,7 +190,8 @@ def jobs_list() -> Response:
         raise InvalidParameter(f"status must be among {', '.join(STATUSES)}", locator="status")
     pids = [p for v in request.args.getlist("processID") for p in v.split(",") if p]
     limit, offset = int(limit_text), int(offset_text)
-    jobs, total = _store().list(limit=limit, offset=offset, statuses=statuses or None, process_ids=pids or None)
+    jobs, total = _store().list(limit=limit, offset=offset, statuses=statuses or None, process_ids=pids or None,
+                                who=None if identity().is_admin else identity().name)
 
     def page(off: int) -> str:
         extra = "".join(f"&status={s}" for s in statuses) + "".join(f"&processID={p}" for p in pids)
@@ -199,7 +208,7 @@ def jobs_list() -> Response:
 
 def _job(job_id: str) -> Job:
     job = _store().get(job_id)
-    if job is None:
+    if job is None or not (identity().is_admin or job.who == identity().name):  # others' jobs do not exist
         raise NoSuchJob(f"no job {job_id[:60]!r}")
     return job
 
@@ -214,7 +223,7 @@ def job_dismiss(job_id: str) -> Response:
     job = _job(job_id)
     if job.status in ("failed", "dismissed"):
         return json_response(status_info(job))
-    dismissed = _store().dismiss(job_id)
+    dismissed = _store().dismiss(job.id)
     return json_response(status_info(dismissed))
 
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from lantu.config.settings import Settings
+
+API_KEY_IN_URL = re.compile(r"(api_key=)[^&\s]+", re.IGNORECASE)
+
+
+class RedactingLogger(glogging.Logger):
+    """gunicorn's logger with API keys blanked out of logged request lines (desktop WMS clients can only
+    pass their key as ``api_key=`` in the URL)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q"):
+            if isinstance(atoms.get(name), str) and "api_key=" in atoms[name].lower():
+                atoms[name] = API_KEY_IN_URL.sub(r"\1***", atoms[name])
+        return atoms
 
 
 class LantuServer(BaseApplication):
@@ -19,6 +35,7 @@ class LantuServer(BaseApplication):
             "worker_class": "gthread",
             "preload_app": False,  # each worker builds the app after fork: no shared database sockets
             "accesslog": "-",
+            "logger_class": "lantu.server.serve.RedactingLogger",
             "errorlog": "-",
             "loglevel": settings.log_level.lower(),
             "graceful_timeout": 10,

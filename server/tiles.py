@@ -15,6 +15,7 @@ from lantu.providers.mvt import TileLayer, TileRequest, fetch_tile
 from lantu.server.context import base_url, collections, lantu
 from lantu.server.errors import InvalidParameter, NotFound
 from lantu.server.formats import json_response, whole_number
+from lantu.server.policy import allowed_layers
 from lantu.tiles.cache import BLUEPRINT, TileCache
 from lantu.tiles.tms import Grid, grids, published_document
 
@@ -86,9 +87,23 @@ def _tile_layer(cid: str, web_zoom: int) -> TileLayer:
     return TileLayer(cid, src, src.properties if detailed else _key_properties(src, layer))
 
 
+def _viewable_ids() -> list[str]:
+    ids = [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
+    return allowed_layers("view", ids)
+
+
+def _blueprint_name(viewable: list[str]) -> str:
+    """The cache tileset of the blueprint as this caller may see it: one per set of viewable layers."""
+    everything = [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
+    if viewable == everything:
+        return BLUEPRINT
+    return f"{BLUEPRINT}~{zlib.crc32(','.join(viewable).encode()):08x}"
+
+
 def _blueprint_layers(web_zoom: int) -> list[TileLayer]:
+    viewable = set(_viewable_ids())
     chosen = [layer for layer in lantu().registry.vector_layers()
-              if (layer.min_zoom or 0) <= web_zoom <= layer.max_zoom and layer.id in collections().infos]
+              if (layer.min_zoom or 0) <= web_zoom <= layer.max_zoom and layer.id in viewable]
     chosen.sort(key=lambda layer: (DRAW_ORDER[layer.geometry], layer.seq))
     return [_tile_layer(layer.id, web_zoom) for layer in chosen]
 
@@ -134,7 +149,7 @@ def collection_tile(cid: str, tms_id: str, z: str, y: str, x: str) -> Response:
 
 @bp.get("/tiles/blueprint/<tms_id>/<z>/<y>/<x>")
 def blueprint_tile(tms_id: str, z: str, y: str, x: str) -> Response:
-    return _tile_response(BLUEPRINT, _grid(tms_id), z, y, x, _blueprint_layers)
+    return _tile_response(_blueprint_name(_viewable_ids()), _grid(tms_id), z, y, x, _blueprint_layers)
 
 
 # ---- tileset metadata -----------------------------------------------------------------------------
@@ -239,5 +254,5 @@ def blueprint_tilesets() -> Response:
 @bp.get("/tiles/blueprint/<tms_id>")
 def blueprint_tileset(tms_id: str) -> Response:
     grid = _grid(tms_id)
-    ids = [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
+    ids = _viewable_ids()
     return _tileset_response(_tileset(f"{base_url()}/tiles/blueprint", "一张蓝图 blueprint", grid, ids), grid)

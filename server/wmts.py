@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, request
 from lantu.server.context import lantu
 from lantu.server.errors import ows_exception
 from lantu.server.formats import whole_number
+from lantu.server.policy import filter_capabilities
 
 bp = Blueprint("wmts", __name__)
 KVP_OPERATIONS = {"getcapabilities", "gettile", "getfeatureinfo"}
@@ -79,6 +80,11 @@ def _call(path_info: str, kvp: bool = False) -> Response:
     if kvp:  # MapProxy answers KVP at /service and advertises that path; Lantu serves it at /wmts
         base = lantu().settings.public_url.encode()
         body = body.replace(base + b"/service?", base + b"/wmts?")
+    if path_info.endswith("WMTSCapabilities.xml") or request.args.get("REQUEST", request.args.get(
+            "request", "")).lower() == "getcapabilities":
+        body = filter_capabilities(body, "WMTS")  # only the layers this caller may view
+    elif path_info.startswith("/tms/") and path_info.rstrip("/").count("/") <= 2:
+        body = filter_capabilities(body, "TMS")
     return Response(body, status=int(captured["status"].split()[0]),
                     headers=[(k, v) for k, v in captured["headers"] if k.lower() != "content-length"])
 

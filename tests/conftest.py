@@ -89,6 +89,16 @@ def small_demo(pool: Pool, registry: Registry, settings: Settings) -> dict:
     return load_demo(pool, registry, settings, scale="small")
 
 
+@pytest.fixture(scope="session")
+def anonymous_may(registry):
+    """``anonymous_may(action)``: the vector layers the shipped access policy lets an anonymous caller
+    discover / view / download — what every client test without credentials must see, and no more."""
+    from lantu.config.policy import ANONYMOUS, load_policy
+
+    policy = load_policy(registry)
+    return lambda action: {layer.id for layer in registry.vector_layers() if policy.allows(ANONYMOUS, layer.id, action)}
+
+
 @contextmanager
 def _lantu_serve(settings: Settings, port: int, work: Path, extra_settings: str = ""):
     """Run ``lantu serve`` (gunicorn, 2 workers) over the session database until the block ends; yields

@@ -164,9 +164,13 @@ def run_owslib(python: Path, server: Server, out: Path, *extra: str) -> dict:
     return json.loads(result.stdout)
 
 
-def check_owslib(result: dict, out: Path, registry, pool, tiles: bool) -> None:
-    vector = {layer.id: layer.name_zh for layer in registry.vector_layers()}
-    assert len(vector) == 73
+def check_owslib(result: dict, out: Path, registry, pool, tiles: bool, anonymous_may) -> None:
+    # No credentials: the layers the access policy lets anyone view (WMS, WMTS) and download (WFS).
+    viewable, downloadable = anonymous_may("view"), anonymous_may("download")
+    vector = {layer.id: layer.name_zh for layer in registry.vector_layers() if layer.id in viewable}
+    assert len(registry.vector_layers()) == 73 and len(vector) > 60
+    assert not (set(result["wms_layers"]) | set(result["wmts_layers"])) & (
+        {layer.id for layer in registry.vector_layers()} - viewable)
     wms = result["wms_layers"]
     assert set(vector) <= set(wms)
     assert all(wms[lid]["title"] == title for lid, title in vector.items())
@@ -176,10 +180,11 @@ def check_owslib(result: dict, out: Path, registry, pool, tiles: bool) -> None:
         assert ctype == "image/png", (name, ctype)
         image = rgba((out / f"{name}.png").read_bytes())
         assert (image[..., 3] > 0).any(), f"WMS GetMap of {name} over its own bbox drew nothing"
-    assert result["wfs_types"] == {f"lantu:{lid}": title for lid, title in vector.items()}
+    assert result["wfs_types"] == {f"lantu:{layer.id}": layer.name_zh for layer in registry.vector_layers()
+                                   if layer.id in downloadable}
     counts = dict(sql_rows(pool, " UNION ALL ".join(
         f"SELECT '{layer.id}', count(*) FROM blueprint.{layer.table}" for layer in registry.vector_layers())))
-    assert result["getfeature"] == {f"lantu:{lid}": min(1, counts[lid]) for lid in vector}
+    assert result["getfeature"] == {f"lantu:{lid}": min(1, counts[lid]) for lid in downloadable}
     assert set(vector) <= set(result["wmts_layers"])
     assert all(grids == ["CGCS2000Quad", "WebMercatorQuad"] for grids in result["wmts_layers"].values())
     assert result["wmts_sets"]["CGCS2000Quad"]["crs"].replace("::", ":") == "urn:ogc:def:crs:EPSG:4490"
@@ -191,19 +196,19 @@ def check_owslib(result: dict, out: Path, registry, pool, tiles: bool) -> None:
             assert image.shape == (256, 256, 4) and (image[..., 3] > 0).any(), f"WMTS tile of {name} is empty"
 
 
-def test_owslib_main_venv_reads_every_layer(server, registry, pool, tmp_path):
+def test_owslib_main_venv_reads_every_layer(server, registry, pool, tmp_path, anonymous_may):
     import owslib
 
     result = run_owslib(Path(sys.executable), server, tmp_path, "--tiles")
     assert result["version"] == owslib.__version__ == "0.28.1"
-    check_owslib(result, tmp_path, registry, pool, tiles=True)
+    check_owslib(result, tmp_path, registry, pool, tiles=True, anonymous_may=anonymous_may)
 
 
-def test_owslib_newest_reads_every_layer(server, registry, pool, tmp_path, side_venv):
+def test_owslib_newest_reads_every_layer(server, registry, pool, tmp_path, side_venv, anonymous_may):
     python = side_venv("owslib")
     result = run_owslib(python, server, tmp_path)
     assert tuple(map(int, result["version"].split(".")[:2])) >= (0, 35), result["version"]
-    check_owslib(result, tmp_path, registry, pool, tiles=False)
+    check_owslib(result, tmp_path, registry, pool, tiles=False, anonymous_may=anonymous_may)
 
 
 def test_owslib_getfeatureinfo_and_getmap_at_the_planted_polygon(server, planted):
@@ -250,10 +255,10 @@ def ogr_values(output: str, field: str) -> list[str]:
     return sorted(re.findall(rf"^\s+{field} \(String\) = (.*)$", output, re.MULTILINE))
 
 
-def test_gdal_wfs_lists_layers_and_filters(server, registry, pool, tmp_path):
+def test_gdal_wfs_lists_layers_and_filters(server, registry, pool, tmp_path, anonymous_may):
     out = gdal("ogrinfo", "-ro", "-so", f"WFS:{server.url}/wfs", cwd=tmp_path)
     listed = dict(re.findall(r"^\d+: lantu:(\w+) \(title: ([^)]*)\)", out, re.MULTILINE))
-    assert set(listed) == {layer.id for layer in registry.vector_layers()}
+    assert set(listed) == anonymous_may("download")
     assert listed[FARMLAND] == "永久基本农田"
     out = gdal("ogrinfo", "-ro", "-so", f"WFS:{server.url}/wfs", f"lantu:{FARMLAND}", cwd=tmp_path)
     total = sql_rows(pool, "SELECT count(*) FROM blueprint.basic_farmland")[0][0]
@@ -285,7 +290,7 @@ def test_gdal_wfs_110_reads_lon_lat(server, planted, tmp_path):
     assert any(abs(x - vx) < 2e-9 and abs(y - vy) < 2e-9 for vx, vy in planted["vertices"]), (x, y)
 
 
-def test_gdal_wms_reads_a_map_and_the_capabilities(server, registry, planted, tmp_path):
+def test_gdal_wms_reads_a_map_and_the_capabilities(server, registry, planted, tmp_path, anonymous_may):
     import rasterio
 
     dx, dy = degrees(0.7 * planted["clearance"], planted["lat"])
@@ -304,7 +309,8 @@ def test_gdal_wms_reads_a_map_and_the_capabilities(server, registry, planted, tm
 
     out = gdal("gdalinfo", f"WMS:{server.url}/wms", cwd=tmp_path)
     layers = set(re.findall(r"SUBDATASET_\d+_NAME=WMS:\S*?LAYERS=([^&\s]+)", out))
-    assert {layer.id for layer in registry.vector_layers()} <= layers
+    assert anonymous_may("view") <= layers and not layers & ({lay.id for lay in registry.vector_layers()}
+                                                               - anonymous_may("view"))
 
 
 def wmts_source(server: Server, caps: str, layer: str = FARMLAND) -> str:

@@ -93,7 +93,9 @@ class TileCache:
         return self.follower.sync(force)
 
     def _changed(self, layer: str, bbox: tuple | None) -> None:
-        for tileset in (layer, BLUEPRINT):
+        # The blueprint is cached once per set of layers a caller may view ("blueprint~<crc>" variants).
+        variants = [p.name for p in self.root.glob(f"{BLUEPRINT}~*")] if self.root.exists() else []
+        for tileset in (layer, BLUEPRINT, *variants):
             self.invalidate(tileset, bbox)
 
     def invalidate(self, tileset: str, bbox: tuple[float, float, float, float] | None) -> int:
