@@ -58,16 +58,19 @@ def parse_body(body: bytes) -> etree._Element | None:
     try:
         return etree.fromstring(body, PARSER)
     except etree.XMLSyntaxError as exc:
-        raise Refused("NoApplicableCode", f"the request body is not well-formed XML: {str(exc)[:200]}") from exc
+        # locator "service", as pycsw's own report for an unparsable request (and the CITE csw30 suite) has it
+        raise Refused("NoApplicableCode", f"the request body is not well-formed XML: {str(exc)[:200]}",
+                      "service") from exc
 
 
 def check_numbers(doc: etree._Element | None, args: dict[str, str]) -> None:
-    """Paging parameters must be whole numbers (pycsw 2.6.2 answers ``maxRecords=abc`` with a crash)."""
+    """Paging parameters must be whole numbers when given (pycsw 2.6.2 answers ``maxRecords=abc`` with a
+    crash; an empty value means the default, as in pycsw)."""
     given = [(k.lower(), v) for k, v in args.items()]
     if doc is not None:
         given += [(k.lower(), v) for e in doc.iter() if isinstance(e.tag, str) for k, v in e.attrib.items()]
     for name, value in given:
-        if name in WHOLE_NUMBERS and not value.strip().isdigit():
+        if name in WHOLE_NUMBERS and value.strip() and not value.strip().isdigit():
             raise Refused("InvalidParameterValue", f"{name} must be a whole number, not {value[:20]!r}", name)
 
 

@@ -43,10 +43,13 @@ END
 $fn$;
 
 -- wkt_geometry (what pycsw writes) → wkb_geometry (what its native PostGIS queries read); lon/lat, 4326.
+-- A record without a bounding box gets an empty geometry, not NULL: pycsw's native PostGIS filters are
+-- plain ST_ predicates, and under ogc:Not a NULL would drop the record (NOT NULL is NULL) where CSW wants
+-- it matched (the CITE suite's Not/BBOX case); an empty geometry intersects nothing, so NOT gives true.
 CREATE FUNCTION catalog.records_geometry() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
     IF NEW.wkt_geometry IS NULL OR NEW.wkt_geometry = '' THEN
-        NEW.wkb_geometry := NULL;
+        NEW.wkb_geometry := ST_GeomFromText('GEOMETRYCOLLECTION EMPTY', 4326);
     ELSE
         NEW.wkb_geometry := ST_GeomFromText(NEW.wkt_geometry, 4326);
     END IF;
