@@ -430,7 +430,7 @@
       state.hitFeatures = feats.filter(Boolean);
       state.map.getSource("hits").setData({ type: "FeatureCollection", features: state.hitFeatures });
     });
-    if (res.site && res.site.bbox) { var b = res.site.bbox; state.map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: 80, maxZoom: 15, duration: 0 }); }
+    if (res.site && res.site.bbox) { var b = res.site.bbox; state.map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: 80, maxZoom: 14, duration: 0 }); }
   }
   function download(path, filename) {  // fetched with the caller's credentials, then saved
     return api(path, { headers: { Accept: "*/*" } }).then(function (r) {
@@ -522,9 +522,14 @@
   function start(cfg, extent) {
     state.config = cfg;
     var style = buildStyle(cfg);
-    Object.keys(state.layers).forEach(function (id) { if (state.visible[id] == null) state.visible[id] = !!state.layers[id].default_on; });
+    // ?layers=id,id turns layers on at start (links and embedding); the view is in the URL hash (#zoom/lat/lon)
+    var asked = new URLSearchParams(location.search).get("layers");
+    var on = asked ? asked.split(",") : [];
+    Object.keys(state.layers).forEach(function (id) {
+      if (state.visible[id] == null) state.visible[id] = !!state.layers[id].default_on || on.indexOf(id) >= 0;
+    });
     var map = new maplibregl.Map({
-      container: "map", style: style, bounds: extent, fitBoundsOptions: { padding: 20 }, maxZoom: 19,
+      container: "map", style: style, bounds: extent, fitBoundsOptions: { padding: 20 }, maxZoom: 19, hash: true,
       attributionControl: { compact: true, customAttribution: "蓝图 Lantu · 演示数据为合成数据" },
       transformRequest: function (url) { return sameOrigin(url) ? { url: url, headers: authHeaders() } : { url: url }; }
     });
@@ -541,6 +546,10 @@
       buildTree();
       Object.keys(state.layers).forEach(function (id) { setVisible(id, state.visible[id]); });
       document.body.dataset.ready = "1";
+      map.once("idle", function () {  // first full render: every tile of the start view drawn (bench/viewer reads it)
+        state.firstFullRender = performance.now();
+        document.body.dataset.rendered = "1";
+      });
     });
     map.on("zoomend", updateZoomNotes);
     map.on("mousemove", function (e) { $("coords").textContent = "CGCS2000 " + e.lngLat.lng.toFixed(6) + ", " + e.lngLat.lat.toFixed(6) + " · z" + map.getZoom().toFixed(1); });
