@@ -158,11 +158,12 @@ def screenshots(target: Path, home: BenchHome) -> None:
             point = shape(site["geometry"]).representative_point()
             target.mkdir(parents=True, exist_ok=True)
             drive({"url": f"http://127.0.0.1:{port}", "screenshots_dir": str(Path(tmp)), "point": [point.x, point.y],
-                   "layer_zh": "生态保护红线", "town_query": town["name"][:2], "site_file": str(site_file),
+                   "layer_zh": "生态保护红线", "town_query": town["name"][:2],
+                   "bsm_query": site["layers"]["eco_red_line"]["bsm"][0], "site_file": str(site_file),
                    "project_name": f"{town['name']}示例项目", "rule_set": "urban-vs-landuse", "api_key": "example"})
             for png in sorted(Path(tmp).glob("viewer-*.png")):
                 with Image.open(png) as img:  # a 256-colour palette keeps each picture small
-                    img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+                    img.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(
                         target / png.name, optimize=True)
                 log(f"wrote {target / png.name} ({(target / png.name).stat().st_size / 1024:.0f} KiB)")
     finally:

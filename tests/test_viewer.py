@@ -51,10 +51,14 @@ def viewer_run(small_demo, settings, registry, lantu_serve, tmp_path_factory):
     site_file = work / "site.geojson"
     site_file.write_text(json.dumps({"type": "Feature", "properties": {"name": SITE}, "geometry": site["geometry"]}))
     point = shape(site["geometry"]).representative_point()
+    # another planted red-line feature (a three-control-lines conflict) to look up by BSM
+    red_bsms = [c["bsm"][c["layers"].index(RED_LINE)] for c in truth["conflicts"] if RED_LINE in c["layers"]]
+    other = next(b for b in red_bsms if b not in site["layers"][RED_LINE]["bsm"])
     with lantu_serve("viewer") as (url, log, _process):
         plan = {"url": url, "out_dir": str(work), "chromium": shutil.which("chromium") or "/usr/bin/chromium",
                 "point": [point.x, point.y], "layer_zh": registry.get(RED_LINE).name_zh,
-                "town_query": town["name"][:2], "site_file": str(site_file), "project_name": f"{town['name']}测试项目",
+                "town_query": town["name"][:2], "bsm_query": other, "site_file": str(site_file),
+                "project_name": f"{town['name']}测试项目",
                 "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key"}
         (work / "plan.json").write_text(json.dumps(plan, ensure_ascii=False))
         done = subprocess.run([node, str(DRIVER), str(work / "plan.json")], capture_output=True, text=True,
@@ -125,6 +129,18 @@ def test_search_lands_on_the_town(viewer_run):
     assert view.contains(town.envelope.buffer(-1e-6)), (search["bounds"], town.bounds)
     assert view.area < 12 * town.envelope.area  # zoomed to the town, not the county
     assert town.envelope.contains(shape({"type": "Point", "coordinates": search["center"]}))
+
+
+def test_search_by_bsm(viewer_run):
+    found = viewer_run["report"]["steps"]["search_bsm"]
+    assert found == {"layer": RED_LINE, "bsm": viewer_run["plan"]["bsm_query"]}
+
+
+def test_drawing_a_site(viewer_run):
+    draw = viewer_run["report"]["steps"]["draw"]
+    assert draw["enabled"] and "(3)" in draw["status"]
+    ring = draw["site"]["coordinates"][0]
+    assert draw["site"]["type"] == "Polygon" and len(ring) == 4 and ring[0] == ring[-1]
 
 
 def test_control_line_check_verdict_hits_and_pdf(viewer_run):

@@ -149,6 +149,15 @@ async function desktop(browser) {
     return { result: document.getElementById("search").dataset.result, zoom: m.getZoom(),
              bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], center: m.getCenter().toArray() };
   });
+  // 3b. search a BSM in the layers that are on (the red line is on)
+  await page.selectOption("#search-kind", "bsm");
+  await page.fill("#search-text", plan.bsm_query);
+  await page.click("#search button[type=submit]");
+  await page.waitForSelector(".maplibregl-popup .popup td[data-field=BSM]", { timeout: 15000 });
+  steps.search_bsm = await page.$eval(".maplibregl-popup .popup", (el) => ({
+    layer: el.dataset.layer, bsm: el.querySelector("td[data-field=BSM]").textContent }));
+  await page.evaluate(() => document.querySelectorAll(".maplibregl-popup").forEach((p) => p.remove()));
+  await page.selectOption("#search-kind", "town");
   if (shots) {
     await page.evaluate(() => ["planned_land_use", "eco_red_line", "basic_farmland", "urban_dev_boundary"].forEach((id) => window.lantuViewer.setVisible(id, true)));
     await page.evaluate(() => window.lantuViewer.map.zoomTo(12, { duration: 0 }));
@@ -160,6 +169,13 @@ async function desktop(browser) {
   // 4. project check: upload the site, run control-line-check asynchronously, read the verdict
   await page.click("#tabs button[data-tab=check]");
   await page.fill("#project-name", plan.project_name);
+  // drawing a site: three clicks on the map, then 完成绘制
+  await page.click("#draw-start");
+  const mapBox = await page.locator("#map").boundingBox();
+  for (const [dx, dy] of [[0.4, 0.4], [0.6, 0.4], [0.5, 0.6]]) await page.mouse.click(mapBox.x + mapBox.width * dx, mapBox.y + mapBox.height * dy);
+  await page.click("#draw-finish");
+  steps.draw = await page.evaluate(() => ({ status: document.getElementById("site-status").textContent,
+    enabled: !document.getElementById("check-run").disabled, site: window.lantuViewer.state.site }));
   await page.setInputFiles("#site-file", plan.site_file);
   await page.waitForFunction(() => !document.getElementById("check-run").disabled, null, { timeout: 10000 });
   const progress = [];

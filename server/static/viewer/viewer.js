@@ -146,7 +146,7 @@
         style.sources[sid] = { type: "raster", tileSize: 256, minzoom: w.min_zoom, maxzoom: 18,
                                tiles: [new URL(cfg.wmts.replace("{layer}", w.layer), ROOT).href.replace(/%7B/g, "{").replace(/%7D/g, "}")] };
         style.layers.push({ id: l.id + "::" + sid, type: "raster", source: sid, minzoom: w.min_zoom,
-                            layout: { visibility: "none" }, paint: { "raster-opacity": 1 } });
+                            layout: { visibility: "none" }, paint: { "raster-opacity": 1, "raster-fade-duration": 0 } });
       });
     });
     var tj = state.tilejson || {};
