@@ -13,7 +13,20 @@ from lantu.config.registry import Registry, load_registry
 from lantu.config.settings import Settings, load_settings
 from lantu.providers.pool import get_pool
 from lantu.providers.pygeoapi_provider import bind
-from lantu.server import coverages, csw, features, health, openapi, ows, policy, processes, tiles, viewer, wmts
+from lantu.server import (
+    coverages,
+    csw,
+    features,
+    health,
+    openapi,
+    ows,
+    policy,
+    processes,
+    tiles,
+    transactions,
+    viewer,
+    wmts,
+)
 from lantu.server.collections import CollectionInfo, Collections, infos_from_registry
 from lantu.server.context import LantuContext
 from lantu.server.errors import register_error_handlers
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.register_blueprint(wmts.bp)
     app.register_blueprint(coverages.bp)
     app.register_blueprint(processes.bp)
+    app.register_blueprint(transactions.bp)
     app.register_blueprint(viewer.bp)
     app.register_blueprint(csw.bp)
     return app

@@ -18,6 +18,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request as WzRequest
 
 from lantu.providers import crs as crs_mod
+from lantu.providers.edits import current_etag
 from lantu.providers.features import FeatureSource, fetch_csv, fetch_item, fetch_items
 from lantu.server.collections import clean_links, describe, landing
 from lantu.server.conformance import CONFORMANCE_CLASSES
@@ -289,5 +290,11 @@ def item(cid: str, fid: str) -> Response:
         return Response(render_template("item.html", doc=doc, cid=cid, info=collections().infos[cid],
                                         geographic=out_crs is crs_mod.CRS84), mimetype="text/html")
     body = text[:-1] + ',"links":' + json.dumps(links) + "}"
-    return Response(body, mimetype=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>", "Link": link_header(links)})
+    headers = {"Content-Crs": f"<{out_crs.uri}>", "Link": link_header(links)}
+    layer = lantu().registry.get(cid)
+    if layer is not None and layer.is_vector:  # the version a Part 4 edit sends back in If-Match
+        tag = current_etag(lantu().pool, layer, _parse_fid(fid))
+        if tag:
+            headers["ETag"] = tag
+    return Response(body, mimetype=GEOJSON, headers=headers)
 
