@@ -356,6 +356,47 @@ def accounts_list() -> None:
                    f"attrs={json.dumps(account.attributes, ensure_ascii=False)}\tkeys={','.join(prefixes)}")
 
 
+# ---- audit ---------------------------------------------------------------------------------------------
+@main.group()
+def audit() -> None:
+    """Who read what (access log) and who changed what (edit audit), for administrators."""
+
+
+@audit.command("access")
+@click.option("--who", default=None, help="account name (or 'anonymous')")
+@click.option("--layer", default=None, help="layer id")
+@click.option("--since", default="1 day", show_default=True, help="a PostgreSQL interval, e.g. '7 days'")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+def audit_access(who: str | None, layer: str | None, since: str, limit: int) -> None:
+    rows = _audit_rows("SELECT at, who, protocol, action, array_to_string(layers, ','), status, path "
+                       "FROM lantu.access_log WHERE at > now() - %s::interval AND (%s::text IS NULL OR who = %s) "
+                       "AND (%s::text IS NULL OR %s = ANY(layers)) ORDER BY at DESC LIMIT %s",
+                       (since, who, who, layer, layer, limit))
+    for row in rows:
+        click.echo("\t".join(str(v) for v in row))
+
+
+@audit.command("edits")
+@click.option("--layer", default=None, help="layer id")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+def audit_edits(layer: str | None, limit: int) -> None:
+    rows = _audit_rows("SELECT at, who, layer, operation, bsm, fid, change_id FROM lantu.audit_log "
+                       "WHERE %s::text IS NULL OR layer = %s ORDER BY id DESC LIMIT %s", (layer, layer, limit))
+    for row in rows:
+        click.echo("\t".join(str(v) for v in row))
+
+
+def _audit_rows(query: str, params: tuple) -> list[tuple]:
+    import psycopg2
+
+    with _pool().connection() as conn, conn.cursor() as cur:
+        try:
+            cur.execute(query, params)
+        except psycopg2.errors.InvalidDatetimeFormat:
+            raise click.ClickException("--since must be an interval such as '7 days'") from None
+        return cur.fetchall()
+
+
 # ---- worker ------------------------------------------------------------------------------------------
 @main.command("worker")
 @click.option("--once", is_flag=True, help="run at most one queued job, then exit")
