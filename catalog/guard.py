@@ -63,6 +63,16 @@ def parse_body(body: bytes) -> etree._Element | None:
                       "service") from exc
 
 
+def namespace_decides_version(doc: etree._Element | None, body: bytes) -> tuple[etree._Element | None, bytes]:
+    """A request in the CSW 2.0.2 namespace is a 2.0.2 request whatever its ``version`` attribute says. GDAL's
+    CSW driver (3.6) copies the version of the capabilities it was given (3.0.0, a server's highest) into
+    its 2.0.2 GetRecords, which pycsw's schema check refuses; read it as the 2.0.2 request it is."""
+    if doc is None or etree.QName(doc).namespace != NS_CSW2 or doc.get("version") in (None, "2.0.2"):
+        return doc, body
+    doc.set("version", "2.0.2")
+    return doc, etree.tostring(doc, xml_declaration=True, encoding="UTF-8")
+
+
 def check_numbers(doc: etree._Element | None, args: dict[str, str]) -> None:
     """Paging parameters must be whole numbers when given (pycsw 2.6.2 answers ``maxRecords=abc`` with a
     crash; an empty value means the default, as in pycsw)."""

@@ -41,6 +41,7 @@ def handle(config: dict, settings: Settings, args: Mapping[str, str], query: str
     version = guard.version_of(dict(args), body)
     try:
         doc = guard.parse_body(body)
+        doc, body = guard.namespace_decides_version(doc, body)
         _check(doc, args, settings)
         if before:
             before()
