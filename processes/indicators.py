@@ -366,23 +366,55 @@ def _parts_sql(registry: Registry, spec: AreaSpec, regions: list[Region], county
         params += [*cparams, *fparams]
     body = sql.SQL(" UNION ALL ").join(selects)
     if spec.within:
-        wl = registry.get(spec.within)
+        # The within layer dissolved (no double counting where its features overlap) and cut into small
+        # disjoint pieces, so the bounding-box test is selective and each clip is against a small polygon.
         body = sql.SQL(
             "SELECT p.key, p.code, CASE WHEN ST_Covers(w.g, p.x) THEN p.x "
             "ELSE ST_CollectionExtract(ST_Intersection(p.x, w.g), 3) END AS x "
-            "FROM ({body}) p, (SELECT ST_Union(geom) AS g FROM {wt}) w "
-            "WHERE p.x && w.g AND ST_Intersects(p.x, w.g)").format(body=body, wt=table_id(wl))
+            "FROM ({body}) p JOIN within_pieces w ON p.x && w.g AND ST_Intersects(p.x, w.g)").format(body=body)
     return body, params
 
 
+_AREA_CACHE: dict[tuple, tuple[int, dict]] = {}
+AREA_CACHE_MAX = 64
+
+
+def within_cte(registry: Registry, spec: AreaSpec) -> sql.Composable:
+    """``within_pieces``: the within layer dissolved and cut into small disjoint pieces, computed once."""
+    if not spec.within:
+        return sql.SQL("")
+    return sql.SQL("WITH within_pieces AS MATERIALIZED (SELECT ST_Subdivide(ST_Union(geom), 256) AS g FROM {})"
+                   ).format(table_id(registry.get(spec.within)))
+
+
 def layer_areas(cur, registry: Registry, spec: AreaSpec, regions: list[Region], srid: int,
-                code_filter: bool) -> dict[tuple[str, str], tuple[float, float]]:
-    """(region key, code) → (planar m², ellipsoidal m²)."""
+                code_filter: bool, cache: bool = False) -> dict[tuple[str, str], tuple[float, float]]:
+    """(region key, code) → (planar m², ellipsoidal m²). With ``cache``, county and town sums are kept per
+    process until the change log moves (every load and edit goes through it); drawn regions are never cached."""
+    key = None
+    if cache and all(r.kind != "geometry" for r in regions):
+        key = (spec.key, spec.codes if code_filter else None, tuple(r.key for r in regions), srid)
+        cur.execute("SELECT coalesce(max(id), 0) FROM lantu.change_log")
+        version = cur.fetchone()[0]
+        hit = _AREA_CACHE.get(key)
+        if hit and hit[0] == version:
+            return hit[1]
+    rows = _layer_areas(cur, registry, spec, regions, srid, code_filter)
+    if key is not None:
+        if len(_AREA_CACHE) >= AREA_CACHE_MAX:
+            _AREA_CACHE.clear()
+        _AREA_CACHE[key] = (version, rows)
+    return rows
+
+
+def _layer_areas(cur, registry: Registry, spec: AreaSpec, regions: list[Region], srid: int,
+                 code_filter: bool) -> dict[tuple[str, str], tuple[float, float]]:
     county = next((r for r in regions if r.kind == "county"), None)
     body, params = _parts_sql(registry, spec, regions, county.key if county else None, code_filter)
-    cur.execute(sql.SQL("SELECT key, code, sum(ST_Area(ST_Transform(x, {srid}))), sum(ST_Area(x::geography, true)) "
+    cur.execute(sql.SQL("{with_} SELECT key, code, sum(ST_Area(ST_Transform(x, {srid}))), "
+                        "sum(ST_Area(x::geography, true)) "
                         "FROM ({body}) p(key, code, x) WHERE NOT ST_IsEmpty(x) GROUP BY key, code").format(
-        srid=sql.Literal(srid), body=body), params)
+        with_=within_cte(registry, spec), srid=sql.Literal(srid), body=body), params)
     return {(k, c): (float(p or 0.0), float(e or 0.0)) for k, c, p, e in cur.fetchall()}
 
 
@@ -447,8 +479,10 @@ def current_year(cur) -> int | None:
 
 
 def compute(conn, registry: Registry, cat: Catalogue, regions: list[Region], year: int, srid: int,
-            wanted: list[Indicator] | None = None, progress=None) -> dict[str, dict[str, dict]]:
-    """region key → indicator id → {value, value_planar} (unit of the indicator) computed from the live data."""
+            wanted: list[Indicator] | None = None, progress=None, cache: bool = False) -> dict[str, dict[str, dict]]:
+    """region key → indicator id → {value, value_planar} (unit of the indicator) computed from the live data.
+    ``cache``: reuse the layer sums of an unchanged change log (the process; never the snapshots, which the
+    demo's replay of the previous year computes from uncommitted, unlogged edits)."""
     wanted = list(wanted or cat.indicators)
     needed = {i.id: i for i in wanted}
     for ind in wanted:  # indicators other indicators are made of
@@ -465,7 +499,6 @@ def compute(conn, registry: Registry, cat: Catalogue, regions: list[Region], yea
     keys = [r.key for r in regions]
     area_m2: dict[AreaSpec, dict[str, tuple[float, float]]] = {}
     with conn.cursor() as cur:
-        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         for n, (_key, group) in enumerate(specs.items()):
             if progress:
                 progress(10 + int(60 * n / max(1, len(specs))), f"正在统计 {group[0].layer}")
@@ -473,7 +506,8 @@ def compute(conn, registry: Registry, cat: Catalogue, regions: list[Region], yea
             # codes is small compared with the layer (a clip costs more than a grouped sum).
             union_codes = None if any(s.codes is None for s in group) else frozenset().union(*(s.codes for s in group))
             probe = AreaSpec(group[0].layer, group[0].field, group[0].column, union_codes, group[0].within)
-            rows = layer_areas(cur, registry, probe, regions, srid, code_filter=probe.within is not None)
+            rows = layer_areas(cur, registry, probe, regions, srid, code_filter=probe.within is not None,
+                               cache=cache)
             for spec in group:
                 per = {}
                 for k in keys:
@@ -753,7 +787,7 @@ class Indicators(LantuProcessor):
         with ctx.pool.connection() as conn:
             if inputs["live"]:
                 values = compute(conn, ctx.registry, cat, [region], year, ctx.settings.planar_srid, wanted,
-                                 progress=ctx.progress)
+                                 progress=ctx.progress, cache=True)
                 with conn.cursor() as cur:
                     rows = decorate(cur, cat, [region], year, values, wanted)
                 for r in rows:
