@@ -1,7 +1,8 @@
 """bench/viewer — time to the first full render of the 一张蓝图 viewer over the whole county at zoom 10.
 
 Debian's Chromium (driven by playwright-core, ``tests/viewer_driver.js`` in bench mode) opens
-``/viewer?layers=…#10/lat/lon`` on a loopback ``lantu serve`` with the county centred at zoom 10 and the blueprint's
+``/viewer?layers=…#10/lat/lon`` on a loopback ``lantu serve`` in a 1600 × 1200 window (the whole county fits at zoom
+10: MapLibre loads level-10 vector tiles and level-11 256-px WMTS tiles there) and the blueprint's
 control lines and planned land use on, over the default base maps (electronic map and hillshade from WMTS,
 administrative boundaries). The time is the page's ``performance.now()`` at MapLibre's first ``idle`` event (every
 tile of the view loaded and drawn), i.e. from navigation start — measured in the browser with the Performance API.
@@ -42,6 +43,7 @@ from benchlib import (  # noqa: E402
 
 DRIVER = ROOT / "tests" / "viewer_driver.js"
 ZOOM = 10
+VIEWPORT = {"width": 1600, "height": 1200}  # the whole county fits at zoom 10 (about 770 × 1040 px)
 EXTRA_LAYERS = ("planned_land_use",)  # with every control line: the blueprint a leader opens
 
 
@@ -127,7 +129,8 @@ def measure(name: str, home: BenchHome, scale: str, args, timings: dict[str, str
     center, layers = view(port)
     runs = []
     for i in range(args.runs):
-        report = drive({"url": f"http://127.0.0.1:{port}", "bench": {"center": center, "zoom": ZOOM, "layers": layers}})
+        report = drive({"url": f"http://127.0.0.1:{port}",
+                        "bench": {"center": center, "zoom": ZOOM, "layers": layers, "viewport": VIEWPORT}})
         step = report["steps"]["bench"]
         if not step["tiles_loaded"] or round(step["zoom"]) != ZOOM:
             raise BenchError(f"{name}: the view was not fully rendered at zoom {ZOOM}: {step}")

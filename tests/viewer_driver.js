@@ -84,8 +84,8 @@ async function run() {
 
 async function bench(browser) {
   // A fresh context (empty browser cache) per run: the start view and layers are in the URL.
-  const { page, context } = await newPage(browser, { width: 1366, height: 768 }, "bench");
   const b = plan.bench;
+  const { page, context } = await newPage(browser, b.viewport || { width: 1366, height: 768 }, "bench");
   await page.goto(`${plan.url}/viewer?layers=${b.layers.join(",")}#${b.zoom}/${b.center[1]}/${b.center[0]}`);
   await page.waitForFunction(() => document.body.dataset.rendered === "1", null, { timeout: 600000, polling: 50 });
   report.steps.bench = await page.evaluate(() => {

@@ -98,6 +98,7 @@
     return expr;
   }
   function mapLayersFor(l) {
+    // Registry zooms are tile levels: MapLibre loads level z of the blueprint tileset at map zoom z.
     var s = l.style, base = { source: "blueprint", "source-layer": l.id, minzoom: l.min_zoom,
                               maxzoom: Math.max(l.max_zoom, 20) + 4, layout: { visibility: "none" } };
     var out = [];
