@@ -11,8 +11,6 @@ instead of failing the whole search."""
 from __future__ import annotations
 
 import copy
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +21,10 @@ from lxml import etree
 from lantu.catalog import engine, guard
 from lantu.catalog.ssrf import RefusedURL, check_url
 from lantu.config.settings import Settings
+from lantu.providers import catalog_store
+from lantu.providers.pool import get_pool
 
 SEEN_TTL_S = 300.0
-_seen: dict[str, float] = {}
-_seen_lock = threading.Lock()
 
 
 def is_distributed(doc: etree._Element | None) -> bool:
@@ -35,18 +33,6 @@ def is_distributed(doc: etree._Element | None) -> bool:
 
 def _ds(doc: etree._Element) -> etree._Element | None:
     return next((e for e in doc if guard.local_name(e) == "DistributedSearch"), None)
-
-
-def _first_visit(search_id: str) -> bool:
-    """True the first time a search id passes this process (a loop brings it back: then answer locally)."""
-    now = time.monotonic()
-    with _seen_lock:
-        for key in [k for k, t in _seen.items() if now - t > SEEN_TTL_S]:
-            del _seen[key]
-        if search_id in _seen:
-            return False
-        _seen[search_id] = now
-        return True
 
 
 def _hop_count(ds: etree._Element) -> int:
@@ -79,10 +65,22 @@ def _results(root: etree._Element) -> etree._Element | None:
     return next((e for e in root if guard.local_name(e) == "SearchResults"), None)
 
 
+def _identifier(record: etree._Element) -> str | None:
+    for element in record.iter():
+        if isinstance(element.tag, str) and guard.local_name(element) in ("identifier", "fileIdentifier"):
+            text = "".join(element.itertext()).strip()
+            if text:
+                return text
+    return None
+
+
 def _merge(local: etree._Element, peer_roots: dict[str, etree._Element | Exception], version: str) -> None:
+    """Peer records appended to the local results (a record already there — harvested earlier — once only);
+    counts added up; a peer that failed is named and makes the answer a subset."""
     results = _results(local)
     if results is None:  # the local part was an exception report: return it as it is
         return
+    seen = {_identifier(r) for r in results if isinstance(r.tag, str)}
     failed = []
     for name, root in peer_roots.items():
         remote = _results(root) if isinstance(root, etree._Element) else None
@@ -90,13 +88,32 @@ def _merge(local: etree._Element, peer_roots: dict[str, etree._Element | Excepti
             failed.append(name)
             results.append(etree.Comment(f" peer {name} did not answer: {str(root)[:200]} "))
             continue
-        for attr in ("numberOfRecordsMatched", "numberOfRecordsReturned"):
-            results.set(attr, str(int(results.get(attr, "0")) + int(remote.get(attr, "0"))))
-        results.append(etree.Comment(f" {remote.get('numberOfRecordsReturned', '0')} records from peer {name} "))
-        for record in remote:
+        fresh = [r for r in remote if isinstance(r.tag, str) and _identifier(r) not in seen]
+        duplicates = int(remote.get("numberOfRecordsReturned", "0")) - len(fresh)
+        results.set("numberOfRecordsMatched", str(int(results.get("numberOfRecordsMatched", "0"))
+                                                  + int(remote.get("numberOfRecordsMatched", "0")) - duplicates))
+        results.set("numberOfRecordsReturned", str(int(results.get("numberOfRecordsReturned", "0")) + len(fresh)))
+        results.append(etree.Comment(f" {len(fresh)} records from peer {name} "))
+        for record in fresh:
+            seen.add(_identifier(record))
             results.append(record)
     if failed and version == "3.0.0":
         results.set("status", "subset")
+
+
+def _emptied(answer: engine.CswAnswer) -> engine.CswAnswer:
+    """The local answer without its records: for a search that came back round a loop of peers."""
+    root = etree.fromstring(answer.body, guard.PARSER)
+    results = _results(root)
+    if results is None:
+        return answer
+    for child in list(results):
+        results.remove(child)
+    results.set("numberOfRecordsMatched", "0")
+    results.set("numberOfRecordsReturned", "0")
+    results.set("nextRecord", "0")
+    return engine.CswAnswer(answer.status, answer.content_type,
+                            etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def distributed_search(config: dict, environ_for: Callable[[bytes, str], dict], body: bytes,
@@ -109,7 +126,11 @@ def distributed_search(config: dict, environ_for: Callable[[bytes, str], dict], 
     local_doc.remove(_ds(local_doc))
     local_body = etree.tostring(local_doc, xml_declaration=True, encoding="UTF-8")
     local = engine.answer(config, environ_for(local_body, ""))
-    if hop <= 1 or not _first_visit(search_id) or local.status != 200:
+    if local.status != 200:
+        return local
+    if not catalog_store.first_visit(get_pool(settings), search_id, SEEN_TTL_S):
+        return _emptied(local)  # this catalog already answered this search: a loop of peers
+    if hop <= 1:
         return local
     peers = {peer.name: peer.url for peer in settings.catalog_peers}
     forwarded = _peer_body(doc, hop - 1, search_id)

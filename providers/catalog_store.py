@@ -131,6 +131,17 @@ def table_exists(cur: psycopg2.extensions.cursor, schema: str, table: str) -> bo
     return cur.fetchone()[0]
 
 
+def first_visit(pool: Pool, search_id: str, ttl_s: float) -> bool:
+    """True the first time any server process of this catalog sees a distributed search id."""
+    with pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM catalog.searches_seen WHERE at < now() - make_interval(secs => %s)", (ttl_s,))
+        cur.execute("INSERT INTO catalog.searches_seen (search_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (search_id[:300],))
+        first = cur.rowcount == 1
+        conn.commit()
+    return first
+
+
 # ---- harvest bookkeeping ---------------------------------------------------------------------------------
 def harvest_source(cur: psycopg2.extensions.cursor, url: str, kind: str, peer: str | None) -> dict:
     """The source's row (created on first use), locked for this run: two runs of one source wait in turn."""

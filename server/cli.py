@@ -473,5 +473,60 @@ def indicators_targets(file: Path) -> None:
     click.echo(f"{n} targets loaded")
 
 
+# ---- catalog -----------------------------------------------------------------------------------------
+@main.group(cls=LantuGroup)
+def catalog() -> None:
+    """The resource catalog (/csw): generated records, harvesting, federation with peer catalogs."""
+
+
+def _catalog_env():
+    from lantu.providers.database import prepare
+
+    settings = _settings()
+    registry = load_registry()
+    return settings, registry, prepare(settings, registry)
+
+
+@catalog.command("rebuild")
+def catalog_rebuild() -> None:
+    """Regenerate every record of the registry's layers and of the services."""
+    from lantu.catalog.build import refresh
+
+    settings, registry, pool = _catalog_env()
+    summary = refresh(settings, registry, pool, full=True)
+    click.echo(f"catalog: {summary.generated} records generated, {summary.written} written (changed), "
+               f"{summary.removed} removed; change log position {summary.position}")
+
+
+@catalog.command("harvest")
+@click.argument("url")
+@click.option("--type", "kind", type=click.Choice(["csw", "wms", "wfs", "wmts", "ogcapi"]), default="csw",
+              show_default=True, help="what URL is: a CSW endpoint, a service's capabilities, an OGC API landing page")
+def catalog_harvest(url: str, kind: str) -> None:
+    """Pull a remote catalog or service into ours; re-runs fetch only what changed and resume after a stop."""
+    from lantu.catalog.harvest import harvest
+
+    settings, _, pool = _catalog_env()
+    click.echo(harvest(settings, pool, url, kind).line())
+
+
+@catalog.command("sync")
+def catalog_sync() -> None:
+    """Harvest every peer of `catalog_peers`; exit 1 when a peer could not be completed."""
+    from lantu.catalog.harvest import HarvestError, sync
+
+    settings, _, pool = _catalog_env()
+    if not settings.catalog_peers:
+        raise click.UsageError("no peers configured (setting catalog_peers)")
+    failed = []
+    for result in sync(settings, pool):
+        report = result.report if isinstance(result, HarvestError) else result
+        click.echo(report.line())
+        if isinstance(result, HarvestError):
+            failed.append(f"{report.source}: {result}")
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
 if __name__ == "__main__":
     main()

@@ -89,3 +89,11 @@ CREATE TABLE catalog.harvest_items (
     seen_run    timestamptz NOT NULL,
     PRIMARY KEY (source, identifier)
 );
+
+-- Distributed searches this catalog has already answered (the requestId Lantu sets when it forwards one):
+-- a search that comes back round a loop of peers is answered with no records and not forwarded again.
+-- Unlogged: losing it in a crash only lets a loop run until hopCount ends it.
+CREATE UNLOGGED TABLE catalog.searches_seen (
+    search_id text PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now()
+);
