@@ -136,11 +136,13 @@ def _fix_collection(doc: dict) -> dict:
 def collections_list() -> Response:
     fmt = negotiate(request)
     doc = _pygeoapi_json(describe)
-    # Coverage collections (the DEM) are served at /collections/{id} but not listed here: feature clients
-    # that walk this list (GDAL ≤ 3.6's OAPIF driver, hence QGIS on Debian) fail on a collection without
-    # items. The landing page links to them instead.
+    # Listed: the feature collections the caller may discover and download. Feature clients walk this list and
+    # read items (GDAL ≤ 3.6's OAPIF driver, hence QGIS on Debian, fails on a collection without them), so a
+    # view-only layer keeps its /collections/{id} and tiles but is not listed, nor is the DEM coverage (the
+    # landing page links to it).
     doc["collections"] = [_fix_collection(c) for c in doc["collections"]
-                          if c["id"] not in collections().coverages and allowed(c["id"], "discover")]
+                          if c["id"] not in collections().coverages and allowed(c["id"], "discover")
+                          and allowed(c["id"], "download")]
     doc["links"] = clean_links(doc["links"])
     doc["crs"] = crs_mod.OFFERED_URIS
     if fmt == "html":

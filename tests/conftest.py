@@ -92,11 +92,17 @@ def small_demo(pool: Pool, registry: Registry, settings: Settings) -> dict:
 @pytest.fixture(scope="session")
 def anonymous_may(registry):
     """``anonymous_may(action)``: the vector layers the shipped access policy lets an anonymous caller
-    discover / view / download — what every client test without credentials must see, and no more."""
+    discover / view / download (or ``list``: both) — what client tests without credentials must see."""
     from lantu.config.policy import ANONYMOUS, load_policy
 
     policy = load_policy(registry)
-    return lambda action: {layer.id for layer in registry.vector_layers() if policy.allows(ANONYMOUS, layer.id, action)}
+
+    def may(action: str) -> set[str]:
+        # "list": what /collections lists — feature collections the caller may discover and download
+        actions = ("discover", "download") if action == "list" else (action,)
+        return {layer.id for layer in registry.vector_layers()
+                if all(policy.allows(ANONYMOUS, layer.id, a) for a in actions)}
+    return may
 
 
 @contextmanager

@@ -229,7 +229,10 @@ def test_lists_show_only_what_the_caller_may_use(server, headers):
         tilejson = requests.get(f"{url}/tiles/blueprint/WebMercatorQuad?f=tilejson", headers=h, timeout=30).json()
         blueprint = {v["id"] for v in tilejson["vector_layers"]}
         for layer in LAYERS:
-            assert (layer in collections) == (who in ALLOWED[(layer, "discover")]), (who, layer, "collections")
+            # /collections lists feature collections: discoverable and downloadable (a view-only layer keeps
+            # its collection page and tiles, but feature clients walking the list would fail on its items)
+            assert (layer in collections) == (who in ALLOWED[(layer, "discover")] & ALLOWED[(layer, "download")]), \
+                (who, layer, "collections")
             assert (layer in wms) == (who in ALLOWED[(layer, "view")]), (who, layer, "wms")
             assert (layer in wmts) == (who in ALLOWED[(layer, "view")]), (who, layer, "wmts")
             assert (layer in blueprint) == (who in ALLOWED[(layer, "view")]), (who, layer, "blueprint")

@@ -100,7 +100,7 @@ def ogr_fids(output: str, layer: str) -> list[int]:
 def test_gdal_lists_every_vector_collection(server, registry, anonymous_may):
     out = ogrinfo(server, "-so", f"OAPIF:{server.url}")
     listed = dict(re.findall(r"^\d+: (\w+) \(title: ([^)]*)\)", out, re.MULTILINE))
-    visible = anonymous_may("discover")  # no credentials: what the access policy lets anyone discover
+    visible = anonymous_may("list")  # no credentials: the feature collections anyone may discover and download
     expected = {layer.id: layer.name_zh for layer in registry.vector_layers() if layer.id in visible}
     assert len(registry.vector_layers()) == 73 and len(expected) > 60
     assert {cid for cid in listed if registry.get(cid).is_vector} == set(expected)
@@ -181,7 +181,7 @@ def test_owslib_discovery(owslib_features, registry, anonymous_may):
     api = owslib_features
     assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in api.conformance()["conformsTo"]
     vector = {cid for cid in api.feature_collections() if registry.get(cid) and registry.get(cid).is_vector}
-    assert vector == anonymous_may("discover")
+    assert vector == anonymous_may("list")
     farmland = api.collection(FARMLAND)
     assert farmland["title"] == "永久基本农田"
     assert farmland["storageCrs"] == "http://www.opengis.net/def/crs/EPSG/0/4490"

@@ -558,7 +558,7 @@ def test_collections_and_landing_page_link_to_tilesets(client, settings, registr
     assert link["href"] == f"{settings.public_url}/collections/basic_farmland/tiles"
     assert link["type"] == "application/json"
     listed = {c["id"]: c for c in get_json(client, "/collections?f=json")["collections"]}
-    vector = anonymous_may("discover")
+    vector = anonymous_may("list")
     assert vector <= set(listed)
     for cid, collection in listed.items():
         hrefs = [lk["href"] for lk in collection["links"] if lk["rel"] == rel]
