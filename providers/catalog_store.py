@@ -92,6 +92,31 @@ def count_records(pool: Pool, table: str = RECORDS) -> int:
         return cur.fetchone()[0]
 
 
+# ---- OGC API – Records: pages of records -----------------------------------------------------------------
+RECORD_COLUMNS = sql.SQL("identifier, type, title, abstract, keywords, date_modified, links, language, "
+                         "ST_AsGeoJSON(wkb_geometry, 7), accessconstraints")
+
+
+def records_page(pool: Pool, conditions: Sequence[tuple[sql.Composable, Sequence[Any]]], limit: int,
+                 offset: int) -> tuple[int, list[tuple]]:
+    """The number of records matching every condition and one page of them (ordered by identifier)."""
+    where = sql.SQL(" AND ").join([c for c, _ in conditions]) if conditions else sql.SQL("true")
+    params = [p for _, ps in conditions for p in ps]
+    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM catalog.records WHERE {}").format(where), params)
+        matched = cur.fetchone()[0]
+        cur.execute(sql.SQL("SELECT {} FROM catalog.records WHERE {} ORDER BY identifier LIMIT %s OFFSET %s")
+                    .format(RECORD_COLUMNS, where), [*params, limit, offset])
+        return matched, cur.fetchall()
+
+
+def record_row(pool: Pool, identifier: str) -> tuple | None:
+    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT {} FROM catalog.records WHERE identifier = %s").format(RECORD_COLUMNS),
+                    (identifier,))
+        return cur.fetchone()
+
+
 # ---- the change-log position the generated records reflect ----------------------------------------------
 def position(cur: psycopg2.extensions.cursor, lock: bool = False) -> int:
     cur.execute("SELECT value FROM catalog.state WHERE key = 'change_log_position'"

@@ -22,6 +22,7 @@ from lantu.server import (
     ows,
     policy,
     processes,
+    records,
     tiles,
     transactions,
     viewer,
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.register_blueprint(transactions.bp)
     app.register_blueprint(viewer.bp)
     app.register_blueprint(csw.bp)
+    app.register_blueprint(records.bp)
     return app
