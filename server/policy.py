@@ -219,9 +219,11 @@ class AccessLog:
         while not self._queue.empty() and len(rows) < 5000:
             rows.append(self._queue.get())
         if rows:
-            with self._pool_getter().connection() as conn, conn.cursor() as cur:
-                cur.executemany("INSERT INTO lantu.access_log (at, who, protocol, action, layers, status, path) "
-                                "VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+            from psycopg2.extras import execute_values
+
+            with self._pool_getter().connection() as conn, conn.cursor() as cur:  # one statement per batch
+                execute_values(cur, "INSERT INTO lantu.access_log (at, who, protocol, action, layers, status, path) "
+                               "VALUES %s", rows, template="(%s, %s, %s, %s, %s::text[], %s, %s)", page_size=1000)
         return len(rows)
 
     def _run(self) -> None:
