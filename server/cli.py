@@ -279,11 +279,14 @@ def tiles_seed(layer_id: str, levels: str, bbox: str | None, grid_names: tuple[s
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="gunicorn worker processes")
 def serve_cmd(bind: str | None, workers: int | None) -> None:
     """Serve every endpoint on one origin (gunicorn); starts the embedded database if needed."""
+    from lantu.processes.indicators import catalogue_path, load_catalogue
     from lantu.providers.database import prepare
     from lantu.server.serve import serve
 
     settings = _settings()
-    prepare(settings, load_registry())
+    registry = load_registry()
+    load_catalogue(registry, catalogue_path(settings))  # a bad indicator entry stops here, named
+    prepare(settings, registry)
     serve(settings, bind, workers)
 
 

@@ -136,6 +136,22 @@ def test_cli_with_a_bad_catalogue_names_the_entry_and_stores_nothing(settings, s
     assert counts(settings) == before
 
 
+def test_serve_refuses_a_bad_catalogue_naming_the_entry(settings, small_demo, tmp_path, port_factory):
+    from lantu.processes.indicators import catalogue_path
+
+    text = catalogue_path(settings).read_text("utf-8").replace('prefixes: ["03"]', 'prefixes: ["03"], codes: ["0399"]')
+    bad = tmp_path / "indicators.yaml"
+    bad.write_text(text, "utf-8")
+    conf = tmp_path / "serve-settings.yaml"
+    conf.write_text(f"pg_port: {settings.pg_port}\nindicators_config: {bad}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANTU_")}
+    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(conf))
+    done = subprocess.run([sys.executable, "-m", "lantu.server.cli", "serve", "--bind",
+                           f"127.0.0.1:{port_factory()}"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "indicators[forest_area].formula.codes: unknown code '0399'" in done.stderr, done.stderr
+
+
 # ---- snapshots against truth --------------------------------------------------------------------------------
 @pytest.mark.parametrize("year", [PREVIOUS, YEAR])
 def test_snapshots_equal_truth_for_county_and_every_town(settings, truth, year):
