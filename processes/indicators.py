@@ -302,6 +302,8 @@ def region_input(inputs: dict, env: Env, cat: Catalogue) -> Region:
         if not XZQDM.match(value):
             raise InvalidInput("region", f"{value[:40]!r} is neither an XZQDM (6, 9 or 12 digits) nor a polygon")
         code = value.ljust(12, "0")
+        if code == cat.county_code.ljust(12, "0"):
+            return Region("county", cat.county_code, cat.county_name)
         if not code.startswith(cat.county_code):
             raise InvalidInput("region", f"{value} is outside the county {cat.county_code} {cat.county_name}")
         with env.pool.connection() as conn, conn.cursor() as cur:

@@ -185,13 +185,13 @@ def test_planted_changes_and_warning(truth):
 
 
 # ---- the process --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("region", [None, COUNTY, "430121001000", "430121116000", "430121116"])
+@pytest.mark.parametrize("region", [None, COUNTY, "430121000", "430121001000", "430121116000", "430121116"])
 def test_process_values_equal_truth(server, truth, region):
     inputs = {} if region is None else {"region": region}
     resp = execute(server, inputs)
     assert resp.status_code == 200, resp.text
     doc = resp.json()
-    key = COUNTY if region in (None, COUNTY) else region.ljust(12, "0")
+    key = COUNTY if region in (None, COUNTY, "430121000") else region.ljust(12, "0")
     assert doc["source"] == "live" and doc["year"] == int(YEAR) and doc["region"]["xzqdm"] == key
     expected = truth["years"][YEAR][key]
     assert [r["indicator"] for r in doc["indicators"]] == list(expected)
