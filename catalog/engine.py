@@ -20,6 +20,8 @@ from lantu.providers.pool import dsn_for
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 warnings.filterwarnings("ignore", message=".*ReadingError is deprecated.*")
 warnings.filterwarnings("ignore", message="Module lantu was already imported.*")
+# SQLAlchemy 1.4 reflects the PostGIS column without knowing its type; pycsw never maps that column.
+warnings.filterwarnings("ignore", message="Did not recognize type 'geometry'.*")
 
 log = logging.getLogger(__name__)
 RECORDS_TABLE = "catalog.records"
@@ -101,5 +103,7 @@ def repository(settings: Settings, table: str = RECORDS_TABLE):
     """pycsw's Repository over a records table; its ORM class is what pycsw's parser instantiates."""
     from pycsw.core.repository import Repository
 
+    ctx = context()
+    ctx.url = f"{settings.public_url}/csw"  # pycsw's capabilities parsers link harvested records to it
     with _lock:  # SQLAlchemy reflection of the same table from two threads at once is not safe
-        return Repository(sqlalchemy_url(settings), context(), table=table)
+        return Repository(sqlalchemy_url(settings), ctx, table=table)

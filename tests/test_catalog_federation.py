@@ -88,8 +88,10 @@ def homes(tmp_path_factory, settings, ports, city_url_db, registry):
     county_home, city_home = settings.home, work / "city-home"
     city_home.mkdir()
     county = work / "county.yaml"
+    # each names the other as a peer: a distributed search must not go round in circles
     county.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{ports['county']}\n"
-                      f"job_workers: 0\nmapserver_workers: 1\n")
+                      f"job_workers: 0\nmapserver_workers: 1\ncatalog_harvest_allow: [127.0.0.0/8]\n"
+                      f"catalog_peers:\n  - {{name: city, url: 'http://127.0.0.1:{ports['city']}/csw'}}\n")
     city = work / "city.yaml"
     city.write_text(f"database_url: {city_url_db}\npublic_url: http://127.0.0.1:{ports['city']}\njob_workers: 0\n"
                     f"mapserver_workers: 1\ncatalog_id_prefix: {CITY}\ncatalog_harvest_allow: [127.0.0.0/8]\n"
@@ -162,9 +164,15 @@ def test_distributed_search_from_the_city(homes, ports, small_demo):
             # hopCount 1: this catalog only
             ids = ids_of(distributed(city_url, 1))
             assert not any(i.startswith(COUNTY) for i in ids)
-            # the county asked directly knows nothing of the city (it has no peers)
-            ids = ids_of(distributed(county_url, 5))
-            assert not any(i.startswith(CITY) for i in ids)
+            # a long hopCount between two catalogs that name each other: each record once, no endless loop
+            for url in (city_url, county_url):
+                started = time.monotonic()
+                root = distributed(url, 10)
+                ids = ids_of(root)
+                assert len(ids) == len(set(ids))
+                assert f"{COUNTY}:layer:basic_farmland" in ids and f"{CITY}:layer:basic_farmland" in ids
+                assert int(root.find("csw:SearchResults", NS).get("numberOfRecordsMatched")) == len(ids)
+                assert time.monotonic() - started < 20
 
 
 def test_sync_harvest_load_and_interrupted_sync(homes, ports, small_demo, pool, registry):
@@ -275,3 +283,36 @@ def test_harvest_refuses_private_addresses_unless_configured(settings, pool):
             harvest(settings, pool, url, "csw")
     with pytest.raises(ValueError, match="--type"):
         harvest(settings, pool, "http://127.0.0.1:9/csw", "gopher")
+
+
+def test_harvest_services_and_ogcapi_incrementally(homes, ports, small_demo):
+    """The city harvests the county's WMS, WFS, WMTS capabilities and its OGC API landing page; counts are
+    checked against what OWSLib and the JSON itself list; a second run changes nothing."""
+    from owslib.wfs import WebFeatureService
+    from owslib.wms import WebMapService
+    from owslib.wmts import WebMapTileService
+
+    county_home, county_file = homes["county"]
+    city_home, city_file = homes["city"]
+    with serve(county_home, county_file, ports["county"], homes["work"] / "county4.log") as (county_url, _):
+        expected = {
+            "wms": 1 + len(WebMapService(f"{county_url}/wms", version="1.3.0", timeout=60).contents),
+            "wfs": 1 + len(WebFeatureService(f"{county_url}/wfs", version="2.0.0", timeout=60).contents),
+            "wmts": 1 + len(WebMapTileService(f"{county_url}/wmts/1.0.0/WMTSCapabilities.xml", timeout=60).contents),
+            "ogcapi": len(requests.get(f"{county_url}/collections?f=json", timeout=60).json()["collections"]),
+        }
+        urls = {"wms": f"{county_url}/wms", "wfs": f"{county_url}/wfs",
+                "wmts": f"{county_url}/wmts/1.0.0/WMTSCapabilities.xml", "ogcapi": county_url}
+        for kind, url in urls.items():
+            first = cli(city_home, city_file, "catalog", "harvest", url, "--type", kind)
+            assert first.returncode == 0, first.stderr[-1500:]
+            assert f"added {expected[kind]}, updated 0, removed 0, unchanged 0" in first.stdout, (kind, first.stdout)
+            again = cli(city_home, city_file, "catalog", "harvest", url, "--type", kind)
+            assert f"added 0, updated 0, removed 0, unchanged {expected[kind]}" in again.stdout, (kind, again.stdout)
+            stored = city_rows(homes, "SELECT count(*) FROM catalog.records WHERE mdsource = %s", (url,))[0][0]
+            assert stored == expected[kind]
+        farmland = city_rows(homes, "SELECT title FROM catalog.records WHERE mdsource = %s AND identifier LIKE %s",
+                             (county_url, "%/collections/basic_farmland"))
+        assert farmland == [("永久基本农田",)]
+    refused = cli(city_home, city_file, "catalog", "harvest", "http://10.0.0.1/wms", "--type", "wms")
+    assert refused.returncode == 1 and "catalog_harvest_allow" in refused.stderr

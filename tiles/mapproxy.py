@@ -62,7 +62,10 @@ def mapproxy_config(registry: Registry, settings: Settings, mapfile: Path, raste
             "wmts": {"restful": True, "kvp": True,
                      "md": {"title": "蓝图 Lantu 一张图 WMTS", "abstract": "Cached map tiles of the one blueprint "
                             "(CGCS2000); synthetic demo data, not for production.",
-                            "online_resource": settings.public_url, "access_constraints": "none", "fees": "none"}},
+                            "online_resource": settings.public_url, "access_constraints": "none", "fees": "none",
+                            # a ServiceProvider section: harvesters (pycsw's WMTS parser) require one
+                            "contact": {"organization": "自然资源和规划局 (planning bureau)", "country": "CN",
+                                        "position": "GIS"}}},
             "tms": {"use_grid_names": True, "origin": "nw"},
         },
         "grids": grids_config(),
