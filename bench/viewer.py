@@ -188,10 +188,7 @@ def main() -> int:
     county_home = BenchHome.resolve(args.home)
     small_home = BenchHome(county_home.path / "viewer-small", county_home.pg_port + 11)
     if args.screenshots:
-        try:
-            screenshots(Path(args.screenshots).resolve(), small_home)
-        finally:
-            shutdown(small_home, True, False)
+        screenshots(Path(args.screenshots).resolve(), small_home)
         return 0
     timings: dict[str, str] = {}
     results = []

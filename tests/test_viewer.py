@@ -59,7 +59,8 @@ def viewer_run(small_demo, settings, registry, lantu_serve, tmp_path_factory):
                 "point": [point.x, point.y], "layer_zh": registry.get(RED_LINE).name_zh,
                 "town_query": town["name"][:2], "bsm_query": other, "site_file": str(site_file),
                 "project_name": f"{town['name']}测试项目",
-                "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key"}
+                "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key",
+                "basemaps_off": [lid for lid in ("electronic_map", "dem") if registry.get(lid)]}
         (work / "plan.json").write_text(json.dumps(plan, ensure_ascii=False))
         done = subprocess.run([node, str(DRIVER), str(work / "plan.json")], capture_output=True, text=True,
                               timeout=240, cwd=REPO)

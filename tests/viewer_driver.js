@@ -76,7 +76,6 @@ async function run() {
   try {
     if (plan.bench) return await bench(browser);
     await desktop(browser);
-    await phone(browser);
   } finally {
     await browser.close();
   }
@@ -119,6 +118,8 @@ async function desktop(browser) {
 
   mark("before 1."); report["errors_before_1"] = report.console_errors.length;
   // 1. 生态保护红线 on: the colour at the planted polygon's pixel
+  // the base maps off through the tree (fewer WMTS renders at zoom 14; the colour test blends with what is under)
+  for (const id of plan.basemaps_off || []) await page.locator(`#tree input[data-toggle="${id}"]`).uncheck();
   await page.evaluate((p) => window.lantuViewer.map.jumpTo({ center: p, zoom: 14 }), plan.point);
   await settle(page);
   const before = path.join(plan.out_dir, "pixel-before.png"), after = path.join(plan.out_dir, "pixel-after.png");
@@ -158,6 +159,7 @@ async function desktop(browser) {
     layer: el.dataset.layer, bsm: el.querySelector("td[data-field=BSM]").textContent }));
   await page.evaluate(() => document.querySelectorAll(".maplibregl-popup").forEach((p) => p.remove()));
   await page.selectOption("#search-kind", "town");
+  await page.fill("#search-text", plan.town_query);
   if (shots) {
     await page.evaluate(() => ["planned_land_use", "eco_red_line", "basic_farmland", "urban_dev_boundary"].forEach((id) => window.lantuViewer.setVisible(id, true)));
     await page.evaluate(() => window.lantuViewer.map.zoomTo(12, { duration: 0 }));
@@ -231,21 +233,8 @@ async function desktop(browser) {
   await page.click("#lang");
 
   mark("before 7."); report["errors_before_7"] = report.console_errors.length;
-  // 7. identity box: a key is sent with every request to Lantu; the page shows what the server says about it
-  await page.click("#identity-toggle");
-  await page.fill("#identity-key", plan.api_key);
-  headersSeen.length = 0;
-  await Promise.all([page.waitForEvent("load"), page.click("#identity button[type=submit]")]);
-  await page.waitForFunction(() => document.getElementById("identity-status").textContent, null, { timeout: 15000 });
-  await page.waitForTimeout(1500);
-  steps.identity = { status: await page.textContent("#identity-status"), requests: headersSeen.slice() };
-  await page.click("#identity-toggle").catch(() => {});
-  await page.evaluate(() => sessionStorage.removeItem("lantu.key"));
-}
-
-async function phone(browser) {
-  const { page } = await newPage(browser, { width: 390, height: 844 }, "390x844");
-  await page.goto(plan.url + "/viewer");
+  // 6b. the same page at 390×844
+  await page.setViewportSize({ width: 390, height: 844 });
   await settle(page);
   report.steps.phone = await page.evaluate(() => {
     const box = (id) => { const r = document.getElementById(id).getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; };
@@ -253,6 +242,17 @@ async function phone(browser) {
              map: box("map"), side: box("side"), search: box("search-text"), tabs: box("tabs"),
              canvas: window.lantuViewer.map.getCanvas().getBoundingClientRect().height };
   });
+  await page.setViewportSize({ width: 1366, height: 768 });
+
+  // 7. identity box: a key is sent with every request to Lantu; the page shows what the server says about it
+  await page.click("#identity-toggle");
+  await page.fill("#identity-key", plan.api_key);
+  headersSeen.length = 0;
+  await Promise.all([page.waitForEvent("load"), page.click("#identity button[type=submit]")]);
+  await page.waitForFunction(() => document.body.dataset.identity, null, { timeout: 15000 });
+  steps.identity = { status: await page.textContent("#identity-status"), requests: headersSeen.slice() };
+  await page.click("#identity-toggle").catch(() => {});
+  await page.evaluate(() => sessionStorage.removeItem("lantu.key"));
 }
 
 run().then(() => { process.stdout.write(JSON.stringify(report)); }, (err) => {

@@ -100,7 +100,7 @@
   function mapLayersFor(l) {
     // Registry zooms are tile levels: MapLibre loads level z of the blueprint tileset at map zoom z.
     var s = l.style, base = { source: "blueprint", "source-layer": l.id, minzoom: l.min_zoom,
-                              maxzoom: Math.max(l.max_zoom, 20) + 4, layout: { visibility: "none" } };
+                              maxzoom: l.max_zoom >= 20 ? 24 : l.max_zoom + 1, layout: { visibility: "none" } };
     var out = [];
     if (l.geometry === "Polygon") {
       var fill = s.classes ? classExpr(s.classes, s.fill) : (s.fill || s.stroke);
@@ -235,13 +235,15 @@
       return state.allowed;
     }, function (err) {
       state.allowed = new Set();
-      if (err.status === 401 || err.status === 403) showIdentity(t("badKey") + ": " + err.message);
+      if (err.status === 401 || err.status === 403) showIdentity(t("badKey") + ": " + err.message, true);
       else toast(err.message);
     });
   }
-  function showIdentity(msg) {
+  function showIdentity(msg, refused) {
     $("identity-status").textContent = msg || (state.key ? t("signedIn") : t("anonymous")) +
       (state.allowed ? " · " + state.allowed.size + " " + t("layer") : "");
+    if (refused) document.body.dataset.identity = "refused";
+    else if (state.allowed) document.body.dataset.identity = "accepted";
   }
   function applyIdentity() {  // a new caller sees other layers: rebuild the page for them (the key stays in this tab)
     location.reload();
@@ -272,7 +274,9 @@
     var popup = new maplibregl.Popup({ maxWidth: "340px" }).setLngLat(e.lngLat).setHTML('<div class="popup">…</div>').addTo(map);
     apiJSON("collections/" + encodeURIComponent(l.id) + "/items/" + encodeURIComponent(f.id) + "?f=json")
       .then(function (feature) { popup.setHTML(popupHtml(l, feature)); },
-            function (err) { popup.setHTML('<div class="popup">' + esc(err.message) + "</div>"); });
+            function (err) {  // e.g. a view-only layer (403 on download): the tile's own attributes, with the reason
+              popup.setHTML(popupHtml(l, { properties: f.properties }) + '<p class="hint">' + esc(err.message) + "</p>");
+            });
   }
 
   // ---- search (OGC API – Features `filter`, CQL2 text) ---------------------------------------------------------
@@ -513,8 +517,8 @@
     var empty = { type: "FeatureCollection", features: [] };
     ["found", "site", "hits", "conflict", "graticule"].forEach(function (s) { map.addSource(s, { type: "geojson", data: empty }); });
     map.addLayer({ id: "graticule", type: "line", source: "graticule", paint: { "line-color": "#5078a0", "line-width": 0.6, "line-dasharray": [4, 4] } });
-    map.addLayer({ id: "conflict-fill", type: "fill", source: "conflict", paint: { "fill-color": ["get", "colour"], "fill-opacity": 0.55 } });
-    map.addLayer({ id: "conflict-line", type: "line", source: "conflict", paint: { "line-color": ["get", "colour"], "line-width": 1.5 } });
+    map.addLayer({ id: "conflict-fill", type: "fill", source: "conflict", paint: { "fill-color": ["get", "colour"], "fill-opacity": 0.75 } });
+    map.addLayer({ id: "conflict-line", type: "line", source: "conflict", paint: { "line-color": "#333333", "line-width": 1.5 } });
     map.addLayer({ id: "hits-line", type: "line", source: "hits", paint: { "line-color": "#ff00ff", "line-width": 2.5 } });
     map.addLayer({ id: "found-line", type: "line", source: "found", paint: { "line-color": "#00c0ff", "line-width": 3 } });
     map.addLayer({ id: "site-fill", type: "fill", source: "site", filter: ["==", ["geometry-type"], "Polygon"], paint: { "fill-color": "#ff0000", "fill-opacity": 0.1 } });
@@ -599,7 +603,7 @@
       var b = c.extent.spatial.bbox[0]; return [[b[0], b[1]], [b[2], b[3]]];
     }, function () { return [[73, 18], [135, 54]]; }).then(function (extent) { start(cfg, extent); loadTowns(); });
   }).catch(function (err) {
-    if (err.status === 401 || err.status === 403) { showIdentity(t("badKey") + ": " + err.message); $("identity").hidden = false; }
+    if (err.status === 401 || err.status === 403) { showIdentity(t("badKey") + ": " + err.message, true); $("identity").hidden = false; }
     toast(err.message);
   });
 })();
