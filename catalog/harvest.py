@@ -269,5 +269,29 @@ def sync(settings: Settings, pool: Pool) -> list[HarvestReport | HarvestError]:
     return results
 
 
+SYNC_LOCK = 7_424_807  # advisory-lock key: one scheduled peer sync at a time across all workers
+
+
+def scheduled_sync(settings: Settings, pool: Pool) -> list[HarvestReport | HarvestError] | None:
+    """``lantu worker``'s peer sync every ``catalog_sync_interval_s``: the time of the last sync is kept in the
+    database (catalog.state) and an advisory lock lets one worker of many run it; None when not due."""
+    if not settings.catalog_sync_interval_s or not settings.catalog_peers:
+        return None
+    with pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (SYNC_LOCK,))
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute("SELECT value FROM catalog.state WHERE key = 'peer_sync_at'")
+        row = cur.fetchone()
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        if row and now - row[0] < settings.catalog_sync_interval_s:
+            return None
+        results = sync(settings, pool)
+        cur.execute("INSERT INTO catalog.state (key, value) VALUES ('peer_sync_at', %s) ON CONFLICT (key) "
+                    "DO UPDATE SET value = EXCLUDED.value", (now,))
+        conn.commit()
+    return results
+
+
 def report_json(report: HarvestReport) -> str:
     return json.dumps(asdict(report), ensure_ascii=False)

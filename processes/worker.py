@@ -99,6 +99,7 @@ class Worker:
         self.store = JobStore(env.pool, env.settings.job_lease_s, env.settings.job_max_attempts)
         self._stopping = threading.Event()
         self._schedule_checked = float("-inf")
+        self._catalog_checked = float("-inf")
 
     def run_schedule(self) -> None:
         """Scheduled work between jobs: the yearly indicator snapshot (issue 11), checked every SCHEDULE_CHECK_S."""
@@ -113,6 +114,25 @@ class Worker:
             raise
         except Exception:  # a failed snapshot must not stop the job queue
             log.error("scheduled indicator snapshot failed:\n%s", traceback.format_exc())
+
+    def run_catalog_sync(self) -> None:
+        """The catalog's peer sync (issue 7) when ``catalog_sync_interval_s`` says it is due. Imported here:
+        the worker only schedules it; catalog and processes sit side by side."""
+        if not self.env.settings.catalog_sync_interval_s or not self.env.settings.catalog_peers:
+            return
+        if time.monotonic() - self._catalog_checked < min(self.env.settings.catalog_sync_interval_s, 60.0):
+            return
+        self._catalog_checked = time.monotonic()
+        from lantu.catalog.harvest import HarvestError, scheduled_sync
+
+        try:
+            for result in scheduled_sync(self.env.settings, self.env.pool) or []:
+                report = result.report if isinstance(result, HarvestError) else result
+                log.info("catalog sync: %s", report.line())
+        except DISCONNECT_ERRORS:
+            raise
+        except Exception:  # a failed sync must not stop the job queue
+            log.error("scheduled catalog sync failed:\n%s", traceback.format_exc())
 
     def stop(self, *_args) -> None:
         self._stopping.set()
@@ -133,6 +153,7 @@ class Worker:
                 if self.run_once() is not None:
                     continue
                 self.run_schedule()
+                self.run_catalog_sync()
                 listener = listener or self._listen()
                 self._wait(listener)
             except DISCONNECT_ERRORS:

@@ -316,3 +316,26 @@ def test_harvest_services_and_ogcapi_incrementally(homes, ports, small_demo):
         assert farmland == [("永久基本农田",)]
     refused = cli(city_home, city_file, "catalog", "harvest", "http://10.0.0.1/wms", "--type", "wms")
     assert refused.returncode == 1 and "catalog_harvest_allow" in refused.stderr
+
+
+def test_worker_syncs_the_peers_on_its_schedule(homes, ports, small_demo, registry):
+    from lantu.processes.base import Env
+    from lantu.processes.worker import Worker
+
+    source = f"http://127.0.0.1:{ports['county']}/csw"
+    settings = homes["city_settings"].model_copy(update={"catalog_sync_interval_s": 3600.0})
+    city_pool = homes["city_pool"]
+    with city_pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM catalog.state WHERE key = 'peer_sync_at'")
+        conn.commit()
+    before = city_rows(homes, "SELECT last_completed FROM catalog.harvest_sources WHERE url = %s", (source,))
+    with serve(homes["county"][0], homes["county"][1], ports["county"], homes["work"] / "county5.log"):
+        Worker(Env(settings, registry, city_pool)).run_catalog_sync()
+        after = city_rows(homes, "SELECT last_completed FROM catalog.harvest_sources WHERE url = %s", (source,))
+        assert after[0][0] is not None and (not before or after[0][0] > before[0][0])
+        synced_at = city_rows(homes, "SELECT value FROM catalog.state WHERE key = 'peer_sync_at'")[0][0]
+        # not due again within the interval, whichever worker asks
+        Worker(Env(settings, registry, city_pool)).run_catalog_sync()
+        assert city_rows(homes, "SELECT last_completed FROM catalog.harvest_sources WHERE url = %s",
+                         (source,)) == after
+        assert city_rows(homes, "SELECT value FROM catalog.state WHERE key = 'peer_sync_at'")[0][0] == synced_at
