@@ -41,6 +41,7 @@ from lantu.processes.base import (
 )
 from lantu.processes.geometry import polygon_input
 from lantu.processes.jobs import Output
+from lantu.processes.overlay import areas
 from lantu.processes.region import XZQDM, ewkb_hex
 from lantu.providers.tables import table_id
 
@@ -523,7 +524,8 @@ def compute(conn, registry: Registry, cat: Catalogue, regions: list[Region], yea
         for ind in [i for i in needed.values() if i.kind == "area"]:
             for k in keys:
                 p, e = area_m2[ind.area][k]
-                out[k][ind.id] = {"value": e / HA_M2, "value_planar": p / HA_M2, "planar_m2": p, "ellipsoidal_m2": e}
+                out[k][ind.id] = {"value": e / HA_M2, "value_planar": p / HA_M2, "planar_m2": p, "ellipsoidal_m2": e,
+                                  "area": areas(p, e, srid)}
 
         def numerator(ind: Indicator, k: str) -> tuple[float, float]:
             if ind.numerator_id:
@@ -607,12 +609,12 @@ def decorate(cur, cat: Catalogue, regions: list[Region], year: int, values: dict
             rows.append({
                 "indicator": ind.id, "name_zh": ind.name_zh, "unit": ind.unit, "nature": ind.nature,
                 "direction": ind.direction, "year": year, "xzqdm": r.xzqdm, "xzqmc": r.name,
-                "value": value, "value_planar": v.get("value_planar"),
+                "value": value, "value_planar": v.get("value_planar"), "area": v.get("area"),
                 "target": target, "gap": None if value is None or target is None else value - target,
                 "status": status_of(value, target, ind.direction, ind.warn_margin),
                 "previous_year": py, "previous": pv,
                 "change": None if value is None or pv is None else value - pv,
-                "detail": {k: x for k, x in v.items() if k not in ("value", "value_planar")},
+                "detail": {k: x for k, x in v.items() if k not in ("value", "value_planar", "area")},
             })
     return rows
 

@@ -202,6 +202,11 @@ def test_process_values_equal_truth(server, truth, region):
         assert row["previous_year"] == int(PREVIOUS)
         if row["target"] is not None:
             assert close(row["gap"], row["value"] - row["target"], rel=1e-12)
+        if row["unit"] == "公顷":  # areas labelled: ellipsoidal (GRS80) and planar (EPSG:4547), in m², 亩, 公顷
+            area = row["area"]
+            assert area["ellipsoidal"]["ellipsoid"] == "GRS80" and area["planar"]["crs"] == "EPSG:4547"
+            assert close(area["ellipsoidal"]["ha"], e["value"]) and close(area["planar"]["ha"], e["value_planar"])
+            assert close(area["planar"]["mu"], e["value_planar"] * 15)
 
 
 def test_year_on_year_differences_and_planted_warning_over_http(server, truth):
