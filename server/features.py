@@ -86,6 +86,10 @@ def landing_page() -> Response:
                          "title": "Tile matrix sets", "href": f"{base_url()}/tileMatrixSets"})
     doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "type": "application/json",
                          "title": "一张蓝图矢量瓦片 blueprint vector tilesets", "href": f"{base_url()}/tiles"})
+    doc["links"].append({"rel": "related", "type": "application/geo+json", "title": "资源目录 metadata records "
+                         "(OGC API – Records)", "href": f"{base_url()}/collections/metadata/items"})
+    doc["links"].append({"rel": "related", "type": "application/xml", "title": "资源目录 catalogue (CSW 2.0.2/3.0)",
+                         "href": f"{base_url()}/csw?service=CSW&request=GetCapabilities"})
     if fmt == "html":
         return Response(render_template("landing.html", doc=doc, infos=collections().infos), mimetype="text/html")
     return json_response(doc)
