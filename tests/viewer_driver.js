@@ -111,6 +111,7 @@ async function desktop(browser) {
   });
   await page.goto(plan.url + "/viewer");
   await settle(page);
+  const countyCentre = await page.evaluate(() => window.lantuViewer.map.getCenter().toArray());
   steps.load = { console_errors: report.console_errors.length, title: await page.title(),
                  glyph: await glyphRenders(page, "㮾"),
                  tree_layers: await page.$$eval("#tree .layer .name", (els) => els.map((e) => e.textContent)) };
@@ -162,7 +163,7 @@ async function desktop(browser) {
   await page.fill("#search-text", plan.town_query);
   if (shots) {
     await page.evaluate(() => ["planned_land_use", "eco_red_line", "basic_farmland", "urban_dev_boundary"].forEach((id) => window.lantuViewer.setVisible(id, true)));
-    await page.evaluate(() => window.lantuViewer.map.zoomTo(12, { duration: 0 }));
+    await page.evaluate((c) => window.lantuViewer.map.jumpTo({ center: c, zoom: 10.4 }), countyCentre);
     await settle(page);
     await page.screenshot({ path: path.join(shots, "viewer-overview.png") });
   }
