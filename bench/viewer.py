@@ -118,10 +118,10 @@ def measure(name: str, home: BenchHome, scale: str, args, timings: dict[str, str
     port = free_port()
     home.write_settings(port)
     log(f"{name}: home {home.path} (embedded PostgreSQL on port {home.pg_port})")
-    out = lantu_cli(home, "db", "start")
-    started_db = "database started" in out
-    if started_db:
-        STARTED.append(home)
+    running = subprocess.run([str(VENV_BIN / "lantu"), "db", "status"], env=home.env(), capture_output=True).returncode
+    if running != 0:
+        STARTED.append(home)  # ours from here on, also when `db start` fails after starting PostgreSQL
+    lantu_cli(home, "db", "start")
     ensure_demo(home, scale, timings)
     if args.cold:
         clear_caches(home)
