@@ -14,10 +14,12 @@ import io
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from PIL import Image
 from shapely.geometry import box, shape
 
@@ -37,8 +39,19 @@ def _centre_pixel(png: str) -> tuple[int, int, int]:
         return img.convert("RGB").getpixel((1, 1))
 
 
+def _role_with_view_rights(registry) -> tuple[str, str]:
+    """A role of config/policy.yaml that may view a vector layer anonymous callers may not: (role, layer)."""
+    policy = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())
+    for layer_id, rules in (policy.get("layers") or {}).items():
+        layer = registry.get(layer_id)
+        roles = [g[5:] for g in rules.get("view", []) if g.startswith("role:")]
+        if layer is not None and layer.is_vector and roles:
+            return roles[0], layer_id
+    pytest.fail("config/policy.yaml grants no role the view of a vector layer")
+
+
 @pytest.fixture(scope="module")
-def viewer_run(small_demo, settings, registry, lantu_serve, tmp_path_factory):
+def viewer_run(small_demo, settings, registry, pool, lantu_serve, tmp_path_factory):
     """One browser session over a real ``lantu serve``: the report of ``viewer_driver.js``."""
     node = shutil.which("node")
     assert node, "node is needed for the viewer test (make install installs npm/node)"
@@ -54,12 +67,16 @@ def viewer_run(small_demo, settings, registry, lantu_serve, tmp_path_factory):
     # another planted red-line feature (a three-control-lines conflict) to look up by BSM
     red_bsms = [c["bsm"][c["layers"].index(RED_LINE)] for c in truth["conflicts"] if RED_LINE in c["layers"]]
     other = next(b for b in red_bsms if b not in site["layers"][RED_LINE]["bsm"])
+    from lantu.providers.accounts import create_account, create_key
+
+    role, _layer = _role_with_view_rights(registry)
+    good_key = create_key(pool, create_account(pool, f"viewer-{time.time_ns()}", "一张蓝图测试", roles=[role]))
     with lantu_serve("viewer") as (url, log, _process):
         plan = {"url": url, "out_dir": str(work), "chromium": shutil.which("chromium") or "/usr/bin/chromium",
                 "point": [point.x, point.y], "layer_zh": registry.get(RED_LINE).name_zh,
                 "town_query": town["name"][:2], "bsm_query": other, "site_file": str(site_file),
                 "project_name": f"{town['name']}测试项目",
-                "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key",
+                "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key", "good_key": good_key,
                 "basemaps_off": [lid for lid in ("electronic_map", "dem") if registry.get(lid)]}
         (work / "plan.json").write_text(json.dumps(plan, ensure_ascii=False))
         done = subprocess.run([node, str(DRIVER), str(work / "plan.json")], capture_output=True, text=True,
@@ -80,8 +97,12 @@ def viewer_run(small_demo, settings, registry, lantu_serve, tmp_path_factory):
         town_doc = requests.get(f"{url}/collections/admin_divisions/items", timeout=30,
                                 params={"filter": f"XZQDM = '{TOWN_CODE}'", "f": "json"}).json()
         key_status = requests.get(f"{url}/viewer/config.json", headers={"X-API-Key": plan["api_key"]}, timeout=30)
+        tileset = f"{url}/tiles/blueprint/WebMercatorQuad?f=tilejson"
+        viewable = {who: {v["id"] for v in requests.get(tileset, headers=h, timeout=30).json()["vector_layers"]}
+                    for who, h in (("anonymous", {}), ("good", {"X-API-Key": good_key}))}
         yield {"report": result, "truth": truth, "site": site, "town": town, "plan": plan, "conflict": conflict,
-               "check": check, "town_doc": town_doc, "key_status": key_status.status_code}
+               "check": check, "town_doc": town_doc, "key_status": key_status.status_code,
+               "viewable": viewable}
 
 
 def test_no_request_leaves_loopback(viewer_run):
@@ -180,14 +201,20 @@ def test_english_switch(viewer_run, registry):
     assert registry.get(RED_LINE).title_en in english["tree_layers"]
 
 
-def test_identity_box_sends_the_key_and_shows_the_answer(viewer_run):
-    identity = viewer_run["report"]["steps"]["identity"]
-    key = viewer_run["plan"]["api_key"]
-    assert identity["requests"] and all(sent == key for _url, sent in identity["requests"])
-    if viewer_run["key_status"] in (401, 403):  # the access gate refuses the unknown key: the page says so
-        assert identity["status"].startswith("凭证无效"), identity
-    else:
-        assert identity["status"].startswith("已使用凭证"), identity
+def test_identity_box_shows_what_the_caller_may_see(viewer_run, registry):
+    """An account whose role may view more layers than the public gets them in its tree; every request carries
+    its key; a key the gate refuses is reported as such."""
+    identity, plan = viewer_run["report"]["steps"]["identity"], viewer_run["plan"]
+    good, bad = identity["good"], identity["bad"]
+    assert good["outcome"] == "accepted" and good["status"].startswith("已使用凭证")
+    assert good["requests"] and all(sent == plan["good_key"] for _url, sent in good["requests"])
+    extra = viewer_run["viewable"]["good"] - viewer_run["viewable"]["anonymous"]
+    assert extra, "the role sees nothing more than the public"
+    anonymous_tree = set(viewer_run["report"]["steps"]["load"]["tree_layers"])
+    assert set(good["tree_layers"]) - anonymous_tree == {registry.get(lid).name_zh for lid in extra}
+    assert bad["requests"] and all(sent == plan["api_key"] for _url, sent in bad["requests"])
+    assert viewer_run["key_status"] == 401
+    assert bad["outcome"] == "refused" and bad["status"].startswith("凭证无效"), bad
 
 
 def test_small_screen_layout(viewer_run):

@@ -245,14 +245,22 @@ async function desktop(browser) {
   });
   await page.setViewportSize({ width: 1366, height: 768 });
 
-  // 7. identity box: a key is sent with every request to Lantu; the page shows what the server says about it
+  // 7. identity box: a key is sent with every request to Lantu; the page shows what that caller may see, and
+  // what the server says about a key it refuses
   await page.click("#identity-toggle");
-  await page.fill("#identity-key", plan.api_key);
-  headersSeen.length = 0;
-  await Promise.all([page.waitForEvent("load"), page.click("#identity button[type=submit]")]);
-  await page.waitForFunction(() => document.body.dataset.identity, null, { timeout: 15000 });
-  steps.identity = { status: await page.textContent("#identity-status"), requests: headersSeen.slice() };
-  await page.click("#identity-toggle").catch(() => {});
+  steps.identity = {};
+  for (const [name, key] of [["good", plan.good_key], ["bad", plan.api_key]]) {
+    if (!key) continue;
+    await page.fill("#identity-key", key);
+    headersSeen.length = 0;
+    await Promise.all([page.waitForEvent("load"), page.click("#identity button[type=submit]")]);
+    await page.waitForFunction(() => document.body.dataset.identity, null, { timeout: 15000 });
+    if (name === "good") await settle(page);
+    steps.identity[name] = { status: await page.textContent("#identity-status"), outcome: await page.evaluate(() => document.body.dataset.identity),
+                             requests: headersSeen.slice(),
+                             tree_layers: await page.$$eval("#tree .layer .name", (els) => els.map((e) => e.textContent)) };
+    if (name === "good") await page.click("#identity-toggle");
+  }
   await page.evaluate(() => sessionStorage.removeItem("lantu.key"));
 }
 
