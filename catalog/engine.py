@@ -39,6 +39,22 @@ def sqlalchemy_url(settings: Settings) -> str:
     return f"postgresql+psycopg2://{user}@/{quote(parts.get('dbname', ''))}?{query}"
 
 
+def hidden_filter(identifiers: list[str]) -> str | None:
+    """pycsw's ``repository.filter`` (an SQL condition it adds to every query, GetRecordById included) that
+    hides the given records. pycsw takes it as text, so each identifier is quoted by the driver's own
+    literal quoting (they are Lantu's generated identifiers, pattern-checked, never caller input)."""
+    if not identifiers:
+        return None
+    from psycopg2.extensions import QuotedString
+
+    quoted = []
+    for identifier in identifiers:
+        literal = QuotedString(identifier)
+        literal.encoding = "UTF8"
+        quoted.append(literal.getquoted().decode("utf-8"))
+    return f"identifier NOT IN ({', '.join(quoted)})"
+
+
 def pycsw_config(settings: Settings, table: str = RECORDS_TABLE,
                  overrides: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, dict[str, str]]:
     """pycsw's configuration sections. Transactions and Harvest are on; who may call them is decided by the

@@ -29,11 +29,38 @@ def public_environ() -> dict:
                 SCRIPT_NAME=public.path.rstrip("/"), PATH_INFO="/csw", REMOTE_ADDR=request.remote_addr or "")
 
 
+MANAGER_ROLES = {"admin", "catalog_editor"}
+
+
+def hidden_records() -> list[str]:
+    """Generated records of the layers the caller may not discover (policy action ``discover``)."""
+    from lantu.catalog.records import layer_identifier
+    from lantu.server.policy import allowed
+
+    ctx = lantu()
+    return [layer_identifier(ctx.settings, layer.id) for layer in ctx.registry if not allowed(layer.id, "discover")]
+
+
+def caller_config() -> dict:
+    """pycsw's configuration for this caller: records it may not discover filtered out; Transaction and
+    Harvest for accounts with the admin or catalog_editor role, else for ``catalog_manager_ips`` only (pycsw
+    checks the client address against ``allowed_ips``)."""
+    from lantu.server.policy import identity
+
+    config = engine.pycsw_config(lantu().settings)
+    hidden = engine.hidden_filter(hidden_records())
+    if hidden:
+        config["repository"]["filter"] = hidden
+    if MANAGER_ROLES & set(identity().roles) and request.remote_addr:
+        config["manager"]["allowed_ips"] = request.remote_addr
+    return config
+
+
 @bp.route("/csw", methods=["GET", "POST"])
 def csw() -> Response:
     settings = lantu().settings
     body = request.get_data(cache=False) if request.method == "POST" else b""
-    answer = service.handle(engine.pycsw_config(settings), settings, dict(request.args.items()),
+    answer = service.handle(caller_config(), settings, dict(request.args.items()),
                             urlencode(list(request.args.items(multi=True))), body, public_environ(),
                             before=refresher().maybe_refresh)
     return Response(answer.body, status=answer.status, content_type=answer.content_type)

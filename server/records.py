@@ -130,6 +130,13 @@ def _filter() -> tuple[sql.Composable, list] | None:
         raise InvalidParameter(str(exc), locator="filter") from exc
 
 
+def _visible() -> tuple[sql.Composable, list]:
+    """Records of layers the caller may not discover are left out (as in CSW)."""
+    from lantu.server.csw import hidden_records
+
+    return sql.SQL("NOT (identifier = ANY(%s))"), [hidden_records()]
+
+
 def _feature(row: tuple) -> dict:
     identifier, kind, title, abstract, keywords, modified, links, language, geometry, access = row
     import json
@@ -175,6 +182,7 @@ def items() -> Response:
     conditions = [c for c in (_q(), _bbox(), _datetime(), _filter()) if c]
     if request.args.get("type"):
         conditions.append((sql.SQL("type = %s"), [request.args["type"]]))
+    conditions.append(_visible())
     _refresh()
     matched, rows = catalog_store.records_page(lantu().pool, conditions, limit, offset)
     url = f"{base_url()}/collections/{CID}/items"
@@ -193,7 +201,9 @@ def items() -> Response:
 @bp.route(f"/collections/{CID}/items/<path:record_id>")
 def item(record_id: str) -> Response:
     _refresh()
+    from lantu.server.csw import hidden_records
+
     row = catalog_store.record_row(lantu().pool, record_id)
-    if row is None:
+    if row is None or record_id in hidden_records():
         raise NotFound(f"no record {record_id[:100]!r} in the catalog")
     return json_response(_feature(row), mimetype="application/geo+json")

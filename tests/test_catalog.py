@@ -28,6 +28,23 @@ def client(settings, registry, small_demo):
     return create_app(settings, registry).test_client()
 
 
+@pytest.fixture(scope="module")
+def admin(pool) -> dict:
+    """Headers of an account with the admin role (sees every record, may run transactions)."""
+    from lantu.providers.accounts import create_account, create_key
+
+    account = create_account(pool, f"catalog-admin-{time.time_ns()}", "测试管理员", ["admin"])
+    return {"X-API-Key": create_key(pool, account)}
+
+
+def discoverable(registry) -> set[str]:
+    """Layers an anonymous caller may discover under the project's policy (config/policy.yaml)."""
+    from lantu.config.policy import ANONYMOUS, load_policy
+
+    policy = load_policy(registry)
+    return {layer.id for layer in registry if policy.allows(ANONYMOUS, layer.id, "discover")}
+
+
 def xml(body: bytes) -> etree._Element:
     return etree.fromstring(body, PARSER)
 
@@ -37,14 +54,15 @@ def get(client, **params) -> tuple[int, etree._Element]:
     return answer.status_code, xml(answer.data)
 
 
-def records_2(client, ogc_filter: str | None = None) -> tuple[etree._Element, list[str]]:
+def records_2(client, ogc_filter: str | None = None, headers: dict | None = None
+              ) -> tuple[etree._Element, list[str]]:
     """GetRecords 2.0.2 (POST, brief) with an optional ogc:Filter body; returns SearchResults and the ids."""
     constraint = (f'<csw:Constraint version="1.1.0"><ogc:Filter xmlns:ogc="{NS["ogc"]}" xmlns:gml="{NS["gml"]}">'
                   f"{ogc_filter}</ogc:Filter></csw:Constraint>") if ogc_filter else ""
     body = (f'<csw:GetRecords xmlns:csw="{NS["csw"]}" xmlns:ows="{NS["ows"]}" service="CSW" version="2.0.2" '
             f'resultType="results" maxRecords="1000"><csw:Query typeNames="csw:Record"><csw:ElementSetName>brief'
             f"</csw:ElementSetName>{constraint}</csw:Query></csw:GetRecords>")
-    answer = client.post("/csw", data=body.encode("utf-8"), content_type="application/xml")
+    answer = client.post("/csw", data=body.encode("utf-8"), content_type="application/xml", headers=headers or {})
     assert answer.status_code == 200, answer.data[:500]
     results = xml(answer.data).find("csw:SearchResults", NS)
     assert results is not None, answer.data[:800]
@@ -63,10 +81,12 @@ def like(prop: str, pattern: str) -> str:
             f"</ogc:PropertyName><ogc:Literal>{pattern}</ogc:Literal></ogc:PropertyIsLike>")
 
 
-def iso(client, identifier: str) -> etree._Element:
-    status, root = get(client, version="2.0.2", request="GetRecordById", id=identifier,
-                       outputschema="http://www.isotc211.org/2005/gmd", elementsetname="full")
-    assert status == 200
+def iso(client, identifier: str, headers: dict | None = None) -> etree._Element:
+    answer = client.get("/csw", headers=headers or {}, query_string={
+        "service": "CSW", "version": "2.0.2", "request": "GetRecordById", "id": identifier,
+        "outputschema": "http://www.isotc211.org/2005/gmd", "elementsetname": "full"})
+    assert answer.status_code == 200
+    root = xml(answer.data)
     record = root.find("gmd:MD_Metadata", NS)
     assert record is not None, etree.tostring(root)[:500]
     return record
@@ -78,15 +98,31 @@ def sql(pool, statement: str, params=()) -> list[tuple]:
         return cur.fetchall()
 
 
-def expected_ids(registry) -> set[str]:
-    return {f"{PREFIX}:layer:{layer.id}" for layer in registry} | {f"{PREFIX}:service:{s}" for s in SERVICES}
+def expected_ids(registry, everything: bool = False) -> set[str]:
+    """Generated records a caller should see: all (admin) or those of discoverable layers (anonymous)."""
+    layers = {layer.id for layer in registry} if everything else discoverable(registry)
+    return {f"{PREFIX}:layer:{lid}" for lid in layers} | {f"{PREFIX}:service:{s}" for s in SERVICES}
 
 
-def test_every_layer_and_service_has_a_record(client, registry):
-    results, ids = records_2(client)
+def test_every_layer_and_service_has_a_record(client, registry, pool, admin):
+    results, ids = records_2(client, headers=admin)
     assert len(registry) == 84
-    assert set(ids) == expected_ids(registry)
+    assert set(ids) == expected_ids(registry, everything=True)
     assert int(results.get("numberOfRecordsMatched")) == len(ids) == 84 + len(SERVICES)
+    stored = {row[0] for row in sql(pool, "SELECT identifier FROM catalog.records WHERE mdsource = 'local'")}
+    assert expected_ids(registry, everything=True) <= stored
+
+
+def test_records_follow_the_discover_right(client, registry, admin):
+    """An anonymous caller sees the records of the layers it may discover, and no others (config/policy.yaml:
+    the open-data group, key polluters, hazard sources … are hidden); GetRecordById too."""
+    hidden = {layer.id for layer in registry} - discoverable(registry)
+    assert {"mobile_signaling", "hazard_sources"} <= hidden
+    _, ids = records_2(client)
+    assert set(ids) == expected_ids(registry)
+    status, root = get(client, version="2.0.2", request="GetRecordById", id=f"{PREFIX}:layer:hazard_sources")
+    assert status == 200 and root.find("csw:Record", NS) is None
+    assert iso(client, f"{PREFIX}:layer:hazard_sources", admin) is not None
 
 
 def test_bbox_over_the_county_returns_every_record(client, registry, pool):
@@ -120,6 +156,8 @@ def test_bbox_csw3_kvp_matches_the_layers_whose_data_touch_the_box(client, pool,
     assert root.find("csw30:SearchResults", NS).get("numberOfRecordsMatched") == str(len(ids))
     expected = set()
     for layer in registry:
+        if layer.id not in discoverable(registry):
+            continue
         if layer.is_vector:
             rows = sql(pool, f"SELECT ST_Extent(geom) && ST_MakeEnvelope(%s, %s, %s, %s, 4490) "
                              f"FROM blueprint.{layer.table}", box)
@@ -139,7 +177,7 @@ def test_anytext_in_chinese_finds_the_right_record(client, registry):
     for layer in registry:
         identifier = f"{PREFIX}:layer:{layer.id}"
         mentions = "永久基本农田" in " ".join((layer.name_zh, layer.metadata.abstract_zh, *layer.metadata.keywords))
-        assert (identifier in ids) == mentions, layer.id
+        assert (identifier in ids) == (mentions and layer.id in discoverable(registry)), layer.id
     _, ids = records_2(client, like("csw:AnyText", "%生态保护红线%"))
     assert f"{PREFIX}:layer:eco_red_line" in ids and f"{PREFIX}:layer:basic_farmland" not in ids
     _, ids = records_2(client, "<ogc:PropertyIsEqualTo><ogc:PropertyName>dc:title</ogc:PropertyName>"
@@ -194,10 +232,10 @@ def test_layer_record_content(client, registry, pool):
     assert {"OGC:WMS", "OGC:WFS", "OGC:WMTS", "OGC API - Features", "OGC API - Tiles"} <= protocols
 
 
-def test_internal_layer_states_its_access_constraints(client, registry):
+def test_internal_layer_states_its_access_constraints(client, registry, admin):
     layer = registry.get("mobile_signaling")
     assert layer.access.level == "internal"
-    record = iso(client, f"{PREFIX}:layer:mobile_signaling")
+    record = iso(client, f"{PREFIX}:layer:mobile_signaling", admin)
     constraints = etree.tostring(record.find(".//gmd:resourceConstraints", NS), encoding="unicode")
     assert "otherRestrictions" in constraints and "internal" in constraints
     public = etree.tostring(iso(client, f"{PREFIX}:layer:basic_farmland").find(".//gmd:resourceConstraints", NS),
@@ -362,7 +400,7 @@ def _insert_body(identifier: str) -> bytes:
       </csw:Insert></csw:Transaction>""".encode()
 
 
-def test_transactions_only_from_manager_addresses(client, pool):
+def test_transactions_only_from_manager_addresses(client, pool, admin):
     from lantu.providers import catalog_store
 
     # a forwarded-for header naming loopback does not make a remote caller a manager
@@ -371,6 +409,13 @@ def test_transactions_only_from_manager_addresses(client, pool):
     root = xml(answer.data)
     assert etree.QName(root).localname == "ExceptionReport" and answer.status_code < 500
     assert catalog_store.record_xml(pool, "urn:test:tx-1") is None
+    # an admin account may, from any address
+    answer = client.post("/csw", data=_insert_body("urn:test:tx-2"), content_type="application/xml",
+                         environ_base={"REMOTE_ADDR": "203.0.113.9"}, headers=admin)
+    assert xml(answer.data).findtext(".//csw:totalInserted", namespaces=NS) == "1", answer.data[:500]
+    with pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM catalog.records WHERE identifier = 'urn:test:tx-2'")
+        conn.commit()
     # loopback may insert and delete
     answer = client.post("/csw", data=_insert_body("urn:test:tx-1"), content_type="application/xml")
     assert xml(answer.data).findtext(".//csw:totalInserted", namespaces=NS) == "1", answer.data[:500]
@@ -393,3 +438,26 @@ def test_capabilities_use_the_public_url_and_list_transactions(client):
             "Harvest"} <= operations
     hrefs = {e.get("{http://www.w3.org/1999/xlink}href") for e in root.iterfind(".//ows:Get", NS)}
     assert hrefs == {"http://127.0.0.1:8080/csw"}
+
+
+def test_cli_rebuild_and_usage_errors(settings, registry, small_demo, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(f"pg_port: {settings.pg_port}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL")}
+    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(settings_file))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lantu.server.cli", "catalog", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    rebuilt = run("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-1500:]
+    assert f"{len(registry) + len(SERVICES)} records generated" in rebuilt.stdout
+    assert run("sync").returncode == 2  # no peers configured
+    refused = run("harvest", "http://192.168.1.10/csw")
+    assert refused.returncode == 1 and "catalog_harvest_allow" in refused.stderr
+    assert run("harvest", "http://example.org/csw", "--type", "gopher").returncode == 2

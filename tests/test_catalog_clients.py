@@ -18,6 +18,14 @@ from owslib.fes2 import PropertyIsLike as PropertyIsLike2
 PREFIX = "urn:lantu:430121"
 
 
+def discoverable(registry) -> set[str]:
+    """Record ids of the layers an anonymous caller may discover (config/policy.yaml)."""
+    from lantu.config.policy import ANONYMOUS, load_policy
+
+    policy = load_policy(registry)
+    return {f"{PREFIX}:layer:{layer.id}" for layer in registry if policy.allows(ANONYMOUS, layer.id, "discover")}
+
+
 @pytest.fixture(scope="module")
 def server(small_demo, lantu_serve):
     with lantu_serve("catalog-clients") as (url, _log, _process):
@@ -37,7 +45,7 @@ def test_owslib_csw202_reads_the_catalog(server, registry):
         start = csw.results["nextrecord"]
         if start == 0 or start > csw.results["matches"]:
             break
-    assert {f"{PREFIX}:layer:{layer.id}" for layer in registry} <= set(ids)
+    assert discoverable(registry) <= set(ids)
     assert len(ids) == len(set(ids)) == csw.results["matches"]
     csw.getrecords2(constraints=[PropertyIsLike("csw:AnyText", "%永久基本农田%")], esn="full", maxrecords=100)
     assert f"{PREFIX}:layer:basic_farmland" in csw.records
@@ -76,7 +84,7 @@ def test_gdal_csw_driver_reads_the_catalog(server, registry):
     assert out.returncode == 0, out.stderr[-2000:]
     identifiers = {line.split("=", 1)[1].strip() for line in out.stdout.splitlines()
                    if line.strip().startswith("identifier (String) =")}
-    assert {f"{PREFIX}:layer:{layer.id}" for layer in registry} <= identifiers
+    assert discoverable(registry) <= identifiers
     assert "永久基本农田" in out.stdout
 
 
