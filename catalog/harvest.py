@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import requests
@@ -184,13 +185,27 @@ def _finish(pool: Pool, url: str, run_started: dt.datetime, high_water: str | No
     return removed
 
 
+@contextmanager
+def _safe_default_parser():
+    """OWSLib (inside pycsw's capabilities parsers) parses with lxml's default parser: for this thread, make
+    that one resolve no entities, load no DTD and touch no network (XXE in harvested documents, cf. PyWPS
+    CVE-2021-39371), then put the previous one back."""
+    previous = etree.get_default_parser()
+    etree.set_default_parser(etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
+    try:
+        yield
+    finally:
+        etree.set_default_parser(previous)
+
+
 def _capabilities_xmls(settings: Settings, url: str, kind: str) -> list[dict]:
     """Service and layer records that pycsw's own parser builds from a WMS/WFS/WMTS capabilities document."""
     from pycsw.core.metadata import parse_record
 
     repo = engine.repository(settings)
     identifier = "urn:lantu-harvest:" + hashlib.sha256(url.encode()).hexdigest()[:16]
-    parsed = parse_record(repo.context, url, repo, CAPABILITIES_TYPES[kind], identifier)
+    with _safe_default_parser():
+        parsed = parse_record(repo.context, url, repo, CAPABILITIES_TYPES[kind], identifier)
     rows = []
     for record in parsed:
         row = {k: v for k, v in record.__dict__.items() if not k.startswith("_")}

@@ -461,3 +461,82 @@ def test_cli_rebuild_and_usage_errors(settings, registry, small_demo, tmp_path):
     refused = run("harvest", "http://192.168.1.10/csw")
     assert refused.returncode == 1 and "catalog_harvest_allow" in refused.stderr
     assert run("harvest", "http://example.org/csw", "--type", "gopher").returncode == 2
+
+
+def test_harvested_documents_with_entities_leak_nothing(settings, pool, tmp_path):
+    """A source serving capabilities and CSW answers with external entities that point at a local file
+    (XXE in harvested documents): the file's text never reaches the catalog."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lantu.catalog.harvest import HarvestError, harvest
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-42")
+    entity = f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY leak SYSTEM "file://{secret}">]>'
+    dcp = ('<DCPType><HTTP><Get><OnlineResource xlink:href="http://127.0.0.1/wms?"/></Get></HTTP></DCPType>')
+    contact = ("<ContactInformation><ContactPersonPrimary><ContactPerson>&leak;</ContactPerson><ContactOrganization>"
+               "&leak;</ContactOrganization></ContactPersonPrimary></ContactInformation>")
+    # pycsw asks for 1.1.1 first, then 1.3.0
+    caps_111 = (entity.replace("<!DOCTYPE x", "<!DOCTYPE WMT_MS_Capabilities") + '<WMT_MS_Capabilities '
+                'xmlns:xlink="http://www.w3.org/1999/xlink" version="1.1.1"><Service><Name>OGC:WMS</Name><Title>&leak;'
+                f'</Title><OnlineResource xlink:href="http://127.0.0.1/wms"/>{contact}</Service><Capability><Request>'
+                f"<GetCapabilities><Format>application/vnd.ogc.wms_xml</Format>{dcp}</GetCapabilities><GetMap><Format>"
+                f"image/png</Format>{dcp}</GetMap></Request><Exception><Format>application/vnd.ogc.se_xml</Format>"
+                '</Exception><Layer><Title>root &leak;</Title><SRS>EPSG:4326</SRS><LatLonBoundingBox minx="112" '
+                'miny="27" maxx="114" maxy="29"/><Layer queryable="0"><Name>x</Name><Title>&leak;</Title></Layer>'
+                "</Layer></Capability></WMT_MS_Capabilities>")
+    caps = (entity + '<WMS_Capabilities xmlns="http://www.opengis.net/wms" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            'version="1.3.0"><Service><Name>WMS</Name><Title>&leak;</Title><OnlineResource '
+            f'xlink:href="http://127.0.0.1/wms"/>{contact}</Service><Capability><Request><GetCapabilities><Format>text/xml'
+            f"</Format>{dcp}</GetCapabilities><GetMap><Format>image/png</Format>{dcp}</GetMap></Request><Exception>"
+            "<Format>XML</Format></Exception><Layer><Title>root &leak;</Title><CRS>EPSG:4326</CRS>"
+            "<EX_GeographicBoundingBox><westBoundLongitude>112</westBoundLongitude><eastBoundLongitude>114"
+            "</eastBoundLongitude><southBoundLatitude>27</southBoundLatitude><northBoundLatitude>29</northBoundLatitude>"
+            '</EX_GeographicBoundingBox><Layer queryable="0"><Name>x</Name><Title>&leak;</Title><Abstract>&leak;'
+            "</Abstract></Layer></Layer></Capability></WMS_Capabilities>")
+    records = (entity + f'<csw:GetRecordsResponse xmlns:csw="{NS["csw"]}" xmlns:dc="{NS["dc"]}" version="2.0.2">'
+               '<csw:SearchResults numberOfRecordsMatched="1" numberOfRecordsReturned="1" nextRecord="0">'
+               "<csw:SummaryRecord><dc:identifier>urn:x:1</dc:identifier><dc:title>&leak;</dc:title>"
+               "</csw:SummaryRecord></csw:SearchResults></csw:GetRecordsResponse>")
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            hits.append(self.path)
+            if self.path.startswith("/wms"):
+                body = (caps if "1.3.0" in self.path else caps_111).encode()
+            else:
+                body = records.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    allowed = settings.model_copy(update={"catalog_harvest_allow": ("127.0.0.0/8",)})
+    try:
+        for kind, path in (("wms", "/wms"), ("csw", "/csw")):
+            hits.clear()
+            try:
+                harvest(allowed, pool, base + path, kind)
+            except HarvestError:
+                pass  # refusing the document is as good as reading it without its entities
+            assert hits, f"{kind}: the source was never asked"
+            rows = sql(pool, "SELECT xml || anytext FROM catalog.records WHERE mdsource = %s", (base + path,))
+            # (with a parser that resolves entities, the WMS records do carry the secret: checked when written)
+            assert all("TOP-SECRET" not in row[0] for row in rows)
+    finally:
+        httpd.shutdown()
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM catalog.records WHERE mdsource LIKE %s", (base + "%",))
+            cur.execute("DELETE FROM catalog.harvest_sources WHERE url LIKE %s", (base + "%",))
+            conn.commit()
