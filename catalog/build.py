@@ -105,10 +105,16 @@ def _render_all(generated: list[records.Generated], existing: dict[str, tuple[st
     return out
 
 
-def refresh(settings: Settings, registry: Registry, pool: Pool, full: bool = False) -> RefreshSummary:
+def refresh(settings: Settings, registry: Registry, pool: Pool, full: bool = False,
+            wait: bool = True) -> RefreshSummary | None:
+    """Regenerate what changed (everything with ``full``). With ``wait=False`` a refresh already running in
+    another process is left to finish it (None): a request then answers from the records as they are."""
     repo = engine.repository(settings)
     with pool.connection() as conn, conn.cursor() as cur:
-        after = store.position(cur, lock=True)  # serialises refreshes of all processes
+        after = store.position(cur, lock=True, wait=wait)  # serialises refreshes of all processes
+        if after is None:
+            conn.rollback()
+            return None
         changed, newest = store.changed_layers(cur, after)
         layers, with_services = _targets(registry, changed, full or after < 0)
         if not layers and not with_services:
@@ -165,4 +171,4 @@ class Refresher:
                             "(SELECT value FROM catalog.state WHERE key = 'change_log_position')")
                 newest, position = cur.fetchone()
             if position < 0 or newest > position:
-                refresh(self.settings, self.registry, pool)
+                refresh(self.settings, self.registry, pool, wait=position >= 0)

@@ -118,10 +118,13 @@ def record_row(pool: Pool, identifier: str) -> tuple | None:
 
 
 # ---- the change-log position the generated records reflect ----------------------------------------------
-def position(cur: psycopg2.extensions.cursor, lock: bool = False) -> int:
-    cur.execute("SELECT value FROM catalog.state WHERE key = 'change_log_position'"
-                + (" FOR UPDATE" if lock else ""))
-    return cur.fetchone()[0]
+def position(cur: psycopg2.extensions.cursor, lock: bool = False, wait: bool = True) -> int | None:
+    """The change-log position the records reflect; ``lock`` holds the row for this transaction (None when
+    ``wait`` is False and another process holds it: that one is refreshing already)."""
+    suffix = "" if not lock else (" FOR UPDATE" if wait else " FOR UPDATE SKIP LOCKED")
+    cur.execute("SELECT value FROM catalog.state WHERE key = 'change_log_position'" + suffix)
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def set_position(cur: psycopg2.extensions.cursor, value: int) -> None:
