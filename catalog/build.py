@@ -129,12 +129,20 @@ def refresh(settings: Settings, registry: Registry, pool: Pool, full: bool = Fal
         generated = [records.Generated(records.layer_identifier(settings, layer.id), "layer",
                                        records.layer_mcf(settings, layer, facts[layer.id], county))
                      for layer in layers]
+        service_types = {}
         if with_services:
-            generated += [records.Generated(records.service_identifier(settings, s.name), "service",
-                                            records.service_mcf(settings, s, county))
-                          for s in records.services(process_titles())]
+            for s in records.services(process_titles()):
+                identifier = records.service_identifier(settings, s.name)
+                generated.append(records.Generated(identifier, "service", records.service_mcf(settings, s, county)))
+                service_types[identifier] = s.protocol
         xmls = _render_all(generated, _existing(cur, [g.identifier for g in generated]))
-        store.upsert_records(cur, to_rows(xmls, repo))
+        rows = to_rows(xmls, repo)
+        for row in rows:
+            # pygeometa writes MD_DataIdentification only, so pycsw finds no service type in the XML; the
+            # column (apiso:ServiceType) is set from what Lantu knows, for clients that filter on it
+            if row["identifier"] in service_types:
+                row["servicetype"] = service_types[row["identifier"]]
+        store.upsert_records(cur, rows)
         removed = _remove_stale(cur, settings, {g.identifier for g in generated}) if with_services else 0
         store.set_position(cur, max(newest, 0))
         conn.commit()

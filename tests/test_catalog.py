@@ -246,7 +246,11 @@ def test_internal_layer_states_its_access_constraints(client, registry, admin):
     assert not any(u.endswith(("/wms", "/wfs")) for u in urls)
 
 
-def test_service_records_link_their_endpoints(client):
+def test_service_records_link_their_endpoints(client, pool):
+    types = dict(sql(pool, "SELECT identifier, servicetype FROM catalog.records WHERE identifier LIKE %s",
+                     (f"{PREFIX}:service:%",)))
+    assert types[f"{PREFIX}:service:wms"] == "OGC:WMS" and types[f"{PREFIX}:service:records"] == "OGC:CSW"
+    assert types[f"{PREFIX}:service:process-ledger"] == "OGC API - Processes"
     for name, path in (("wms", "/wms?"), ("wfs", "/wfs?"), ("wmts", "/wmts/1.0.0/WMTSCapabilities.xml"),
                        ("features", "/collections"), ("tiles", "/tiles"),
                        *((f"process-{p}", f"/processes/{p}") for p in PROCESSES)):
