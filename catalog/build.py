@@ -94,12 +94,18 @@ def _existing(cur, identifiers: list[str]) -> dict[str, tuple[str, str]]:
     return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
 
 
+def _canonical(xml: str) -> bytes:
+    """Exclusive C14N: the stored XML is pycsw's serialisation of ours, equal in content, not in bytes."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+    return etree.tostring(etree.fromstring(xml.encode("utf-8"), parser), method="c14n", exclusive=True)
+
+
 def _render_all(generated: list[records.Generated], existing: dict[str, tuple[str, str]]) -> list[str]:
     """XML of each record: with its stored datestamp when nothing else changed (then skipped), else now."""
     out = []
     for gen in generated:
         old = existing.get(gen.identifier)
-        if old and old[1] and records.render(gen.mcf, old[1]) == old[0]:
+        if old and old[1] and _canonical(records.render(gen.mcf, old[1])) == _canonical(old[0]):
             continue
         out.append(records.render(gen.mcf, _now()))
     return out

@@ -461,6 +461,8 @@ def test_cli_rebuild_and_usage_errors(settings, registry, small_demo, tmp_path):
     rebuilt = run("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr[-1500:]
     assert f"{len(registry) + len(SERVICES)} records generated" in rebuilt.stdout
+    again = run("rebuild")  # nothing changed: nothing rewritten, datestamps stay (harvesters compare them)
+    assert again.returncode == 0 and "0 written" in again.stdout, again.stdout
     assert run("sync").returncode == 2  # no peers configured
     refused = run("harvest", "http://192.168.1.10/csw")
     assert refused.returncode == 1 and "catalog_harvest_allow" in refused.stderr
