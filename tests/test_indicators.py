@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -415,3 +416,40 @@ def test_worker_schedule_takes_the_missing_year_once(settings, registry, pool, s
             cur.execute("DELETE FROM lantu.indicator_snapshots WHERE year = %s", (int(YEAR),))
             for row in saved:
                 cur.execute("INSERT INTO lantu.indicator_snapshots VALUES (" + ", ".join(["%s"] * len(row)) + ")", row)
+
+
+def test_a_running_worker_takes_the_due_snapshot(settings, small_demo, tmp_path, truth):
+    """A real `lantu worker` process: with the snapshot date passed this calendar year and statistics of this
+    year loaded, it stores the year's snapshot by itself (and the previous year's values become `previous`)."""
+    this_year = dt.datetime.now().astimezone().year
+    assert this_year > int(YEAR)
+    conf = tmp_path / "worker-settings.yaml"
+    conf.write_text(f"pg_port: {settings.pg_port}\nindicator_snapshot_date: \"01-01\"\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANTU_")}
+    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(conf))
+    with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO lantu.statistics (xzqdm, year, item, value, unit, source) SELECT xzqdm, %s, item, "
+                    "value, unit, 'test' FROM lantu.statistics WHERE year = %s", (this_year, int(YEAR)))
+    proc = subprocess.Popen([sys.executable, "-m", "lantu.server.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=90)
+        rows = []
+        while dt.datetime.now() < deadline and len(rows) < 171:
+            with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT xzqdm, indicator, value, previous FROM lantu.indicator_snapshots WHERE year = %s",
+                            (this_year,))
+                rows = cur.fetchall()
+            if len(rows) < 171:
+                assert proc.poll() is None, "the worker exited"
+                time.sleep(1)
+        assert len(rows) == 171
+        for key, ind, value, previous in rows:  # the data did not change: this year's values are 2025's
+            e = truth["years"][YEAR][key][ind]
+            assert close(value, e["value"]) and close(previous, e["value"]), (key, ind)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM lantu.indicator_snapshots WHERE year = %s", (this_year,))
+            cur.execute("DELETE FROM lantu.statistics WHERE year = %s", (this_year,))
