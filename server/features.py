@@ -78,7 +78,7 @@ def landing_page() -> Response:
         doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/coverage", "type": "application/tiff",
                              "title": f"{cid} coverage (GeoTIFF)", "href": f"{base_url()}/collections/{cid}/coverage"})
     doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "type": "application/json",
-                         "title": "Processes (规划冲突检测、控制线检测、辅助选址、台账)",
+                         "title": "Processes (规划冲突检测、控制线检测、辅助选址、台账、规划核心指标)",
                          "href": f"{base_url()}/processes"})
     doc["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json",
                          "title": "Jobs", "href": f"{base_url()}/jobs"})
