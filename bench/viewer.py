@@ -136,7 +136,8 @@ def measure(name: str, home: BenchHome, scale: str, args, timings: dict[str, str
             raise BenchError(f"{name}: the view was not fully rendered at zoom {ZOOM}: {step}")
         runs.append(step)
         log(f"{name} run {i + 1}: first full render {step['first_full_render_ms']:.0f} ms, {step['tiles']} tiles, "
-            f"{step['tile_bytes'] / 1024:.0f} KiB, slowest tile {step['slowest_tile_ms']:.0f} ms")
+            f"{step['tile_bytes'] / 1024:.0f} KiB, slowest tile {step['slowest_tile_ms']:.0f} ms, last tile in at "
+            f"{step['last_tile_end_ms']:.0f} ms")
     server.stop()
     return {"name": name, "runs": runs, "layers": len(layers)}
 
@@ -202,13 +203,15 @@ def main() -> int:
         for home in STARTED:
             shutdown(home, args.keep, True)
         return 1
-    print(f"\n{'demo':<8} {'layers':>6} {'run 1 (ms)':>11} {'warm median (ms)':>17} {'tiles':>6} {'KiB':>8}")
+    print(f"\n{'demo':<8} {'layers':>6} {'run 1 (ms)':>11} {'warm median (ms)':>17} {'last tile in (ms)':>18} "
+          f"{'tiles':>6} {'KiB':>8}")
     line = []
     for r in results:
         first = r["runs"][0]["first_full_render_ms"]
         warm = statistics.median([x["first_full_render_ms"] for x in r["runs"][1:]] or [first])
-        print(f"{r['name']:<8} {r['layers']:>6} {first:>11.0f} {warm:>17.0f} {r['runs'][-1]['tiles']:>6} "
-              f"{r['runs'][-1]['tile_bytes'] / 1024:>8.0f}")
+        last_in = statistics.median([x["last_tile_end_ms"] for x in r["runs"][1:] or r["runs"]])
+        print(f"{r['name']:<8} {r['layers']:>6} {first:>11.0f} {warm:>17.0f} {last_in:>18.0f} "
+              f"{r['runs'][-1]['tiles']:>6} {r['runs'][-1]['tile_bytes'] / 1024:>8.0f}")
         r["first"], r["warm"] = first, warm
         line.append(f"{r['name']}_first={first:.0f}ms {r['name']}_warm={warm:.0f}ms")
     for k, v in timings.items():

@@ -93,6 +93,7 @@ async function bench(browser) {
     return { first_full_render_ms: window.lantuViewer.state.firstFullRender, tiles: tiles.length,
              tile_bytes: tiles.reduce((a, r) => a + (r.transferSize || r.encodedBodySize || 0), 0),
              slowest_tile_ms: Math.max(0, ...tiles.map((r) => r.duration)), zoom: m.getZoom(),
+             last_tile_end_ms: Math.max(0, ...tiles.map((r) => r.responseEnd)),
              tiles_loaded: m.areTilesLoaded() };
   });
   await context.close();
