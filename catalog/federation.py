@@ -25,6 +25,7 @@ from lantu.providers import catalog_store
 from lantu.providers.pool import get_pool
 
 SEEN_TTL_S = 300.0
+SEARCH_ID_PREFIX = "urn:lantu-search:"
 
 
 def is_distributed(doc: etree._Element | None) -> bool:
@@ -121,7 +122,9 @@ def distributed_search(config: dict, environ_for: Callable[[bytes, str], dict], 
     version = guard.version_of({}, body)
     ds = _ds(doc)
     hop = _hop_count(ds)
-    search_id = doc.get("requestId") or uuid.uuid4().urn
+    # Lantu's own search ids mark forwarded searches; a client's requestId is its own business (and may repeat)
+    given = doc.get("requestId") or ""
+    search_id = given if given.startswith(SEARCH_ID_PREFIX) else SEARCH_ID_PREFIX + uuid.uuid4().hex
     local_doc = copy.deepcopy(doc)
     local_doc.remove(_ds(local_doc))
     local_body = etree.tostring(local_doc, xml_declaration=True, encoding="UTF-8")
