@@ -453,3 +453,30 @@ def test_a_running_worker_takes_the_due_snapshot(settings, small_demo, tmp_path,
         with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM lantu.indicator_snapshots WHERE year = %s", (this_year,))
             cur.execute("DELETE FROM lantu.statistics WHERE year = %s", (this_year,))
+
+
+def test_cli_targets_checks_every_row_before_storing(settings, small_demo, tmp_path, truth):
+    bad = tmp_path / "bad-targets.csv"
+    bad.write_text("indicator,xzqdm,target\ncropland_area,430121,1\ngdp,430121,5\n", "utf-8")
+    before = counts(settings)
+    done = cli(settings, tmp_path, "targets", str(bad))
+    assert done.returncode == 1 and "line 3: unknown indicator 'gdp'" in done.stderr
+    for text, words in (("cropland_area,430102,1\n", "not the county"), ("cropland_area,430121,lots\n", "number")):
+        bad.write_text("indicator,xzqdm,target\n" + text, "utf-8")
+        done = cli(settings, tmp_path, "targets", str(bad))
+        assert done.returncode == 1 and words in done.stderr, done.stderr
+    assert counts(settings) == before
+    old = truth["targets"]["forest_area"][COUNTY]
+    good = tmp_path / "targets.csv"
+    good.write_text("\ufeffindicator,xzqdm,target,source\nforest_area,430121,123.5,规划指标表\n", "utf-8")
+    try:
+        done = cli(settings, tmp_path, "targets", str(good))
+        assert done.returncode == 0 and "1 targets loaded" in done.stdout, done.stderr
+        with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT target, source FROM lantu.indicator_targets WHERE indicator = 'forest_area' "
+                        "AND xzqdm = %s", (COUNTY,))
+            assert cur.fetchone() == (123.5, "规划指标表")
+    finally:
+        with psycopg2.connect(dsn_for(settings)) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE lantu.indicator_targets SET target = %s, source = %s WHERE indicator = 'forest_area' "
+                        "AND xzqdm = %s", (old, "演示规划指标表 (synthetic)", COUNTY))
