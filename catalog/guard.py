@@ -14,7 +14,9 @@ from lxml import etree
 MAX_BODY = 10 * 1024 * 1024
 NS_CSW2 = "http://www.opengis.net/cat/csw/2.0.2"
 NS_CSW3 = "http://www.opengis.net/cat/csw/3.0"
-OWS_OF = {"2.0.2": ("http://www.opengis.net/ows", "1.2.0"), "3.0.0": ("http://www.opengis.net/ows/2.0", "3.0.0")}
+# namespace, report version and language attribute: OWS 1.0 (CSW 2.0.2) names it `language`, OWS 2.0 `xml:lang`
+OWS_OF = {"2.0.2": ("http://www.opengis.net/ows", "1.2.0", "language"),
+          "3.0.0": ("http://www.opengis.net/ows/2.0", "3.0.0", "xml:lang")}
 STATUS_OF = {"OperationNotSupported": 501, "OptionNotSupported": 501}
 WHOLE_NUMBERS = ("maxrecords", "startposition", "hopcount")  # pycsw converts these with int() and fails
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
@@ -38,10 +40,10 @@ def version_of(args: dict[str, str], body: bytes) -> str:
 
 
 def exception_report(error: Refused, version: str) -> bytes:
-    namespace, report_version = OWS_OF[version]
+    namespace, report_version, lang = OWS_OF[version]
     locator = f" locator={quoteattr(error.locator)}" if error.locator else ""
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<ows:ExceptionReport xmlns:ows="{namespace}" '
-            f'version="{report_version}" xml:lang="en"><ows:Exception exceptionCode={quoteattr(error.code)}'
+            f'version="{report_version}" {lang}="en"><ows:Exception exceptionCode={quoteattr(error.code)}'
             f"{locator}><ows:ExceptionText>{escape(error.text)}</ows:ExceptionText></ows:Exception>"
             f"</ows:ExceptionReport>").encode()
 

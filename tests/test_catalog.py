@@ -5,6 +5,7 @@ exception report of every malformed request (never a 500)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -546,3 +547,27 @@ def test_harvested_documents_with_entities_leak_nothing(settings, pool, tmp_path
             cur.execute("DELETE FROM catalog.records WHERE mdsource LIKE %s", (base + "%",))
             cur.execute("DELETE FROM catalog.harvest_sources WHERE url LIKE %s", (base + "%",))
             conn.commit()
+
+
+def _schema(relative: str) -> etree.XMLSchema:
+    """An XML schema shipped with pycsw 2.6.2 (OWS, CSW, filter, GML: all imports resolve inside the package)."""
+    import pycsw
+
+    return etree.XMLSchema(etree.parse(str(Path(pycsw.__file__).parent / "core" / "schemas" / "ogc" / relative)))
+
+
+def test_lantus_own_answers_are_schema_valid(client):
+    """Exception reports Lantu writes itself (OWS 1.0 for CSW 2.0.2, OWS 2.0 for 3.0) and a GetRecords answer
+    validate against the OGC schemas."""
+    for body, relative in ((f'<csw:GetRecords {CSW2} maxRecords="x"/>'.encode(), "ows/1.0.0/owsExceptionReport.xsd"),
+                           (b"<notxml", "ows/2.0/owsExceptionReport.xsd"),
+                           (b'<csw30:GetRecords xmlns:csw30="http://www.opengis.net/cat/csw/3.0" maxRecords="x"/>',
+                            "ows/2.0/owsExceptionReport.xsd")):
+        answer = client.post("/csw", data=body, content_type="application/xml")
+        schema = _schema(relative)
+        assert schema.validate(xml(answer.data)), schema.error_log
+    answer = client.post("/csw", content_type="application/xml", data=(
+        f'<csw:GetRecords {CSW2} resultType="results"><csw:Query typeNames="csw:Record"><csw:ElementSetName>'
+        f"summary</csw:ElementSetName></csw:Query></csw:GetRecords>").encode())
+    schema = _schema("csw/2.0.2/CSW-discovery.xsd")
+    assert schema.validate(xml(answer.data)), schema.error_log
