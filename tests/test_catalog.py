@@ -126,12 +126,14 @@ def test_records_follow_the_discover_right(client, registry, admin):
     assert iso(client, f"{PREFIX}:layer:hazard_sources", admin) is not None
 
 
-def test_bbox_over_the_county_returns_every_record(client, registry, pool):
+def test_bbox_over_the_county_returns_every_record(client, registry, pool, admin):
     xmin, ymin, xmax, ymax = sql(pool, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
                                        "(SELECT ST_Extent(geom) e FROM blueprint.admin_divisions) s")[0]
     # CSW 2.0.2 KVP BBOX is the CQL spatial predicate; the envelope is lon/lat (CRS84 order)
     _, ids = records_2(client, bbox(xmin, ymin, xmax, ymax))
     assert set(ids) == expected_ids(registry)
+    _, ids = records_2(client, bbox(xmin, ymin, xmax, ymax), headers=admin)  # every layer's record
+    assert set(ids) == expected_ids(registry, everything=True)
     # the same box in CRS84 (lon/lat order)
     crs84 = (f'<ogc:BBOX><ogc:PropertyName>ows:BoundingBox</ogc:PropertyName><gml:Envelope srsName='
              f'"urn:ogc:def:crs:OGC:1.3:CRS84"><gml:lowerCorner>{xmin} {ymin}</gml:lowerCorner><gml:upperCorner>'
