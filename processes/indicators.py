@@ -414,6 +414,10 @@ def _layer_areas(cur, registry: Registry, spec: AreaSpec, regions: list[Region],
                  code_filter: bool) -> dict[tuple[str, str], tuple[float, float]]:
     county = next((r for r in regions if r.kind == "county"), None)
     body, params = _parts_sql(registry, spec, regions, county.key if county else None, code_filter)
+    if spec.within or any(r.kind != "county" for r in regions):
+        # OFFSET 0 keeps the subquery apart: each clip is computed once, not once per use of x (a plain
+        # county-wide scan clips nothing and stays eligible for a parallel plan)
+        body = sql.SQL("SELECT * FROM ({}) b OFFSET 0").format(body)
     cur.execute(sql.SQL("{with_} SELECT key, code, sum(ST_Area(ST_Transform(x, {srid}))), "
                         "sum(ST_Area(x::geography, true)) "
                         "FROM ({body}) p(key, code, x) WHERE NOT ST_IsEmpty(x) GROUP BY key, code").format(
@@ -502,6 +506,9 @@ def compute(conn, registry: Registry, cat: Catalogue, regions: list[Region], yea
     keys = [r.key for r in regions]
     area_m2: dict[AreaSpec, dict[str, tuple[float, float]]] = {}
     with conn.cursor() as cur:
+        # The county-wide sums scan whole layers: let PostgreSQL use a second core for them (the cluster turns
+        # parallel query off for the short tile and feature queries; SET LOCAL ends with this transaction).
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 2")
         for n, (_key, group) in enumerate(specs.items()):
             if progress:
                 progress(10 + int(60 * n / max(1, len(specs))), f"正在统计 {group[0].layer}")
