@@ -250,7 +250,7 @@ def job_result(job_id: str, output_id: str) -> Response:
 
 
 def _raw(out: Output, headers: dict | None = None) -> Response:
-    resp = Response(out.body, mimetype=out.media_type, headers=headers or {})
+    resp = Response(out.body, content_type=out.media_type, headers=headers or {})  # as stored: no second charset
     if out.media_type == "application/pdf":
         resp.headers["Content-Disposition"] = f'inline; filename="{out.output_id}.pdf"'
     return resp

@@ -255,7 +255,7 @@ def test_a_drawn_region_equals_the_town_it_traces(server, truth, settings):
 
 def test_csv_output(server, truth):
     resp = execute(server, {"region": COUNTY}, output="csv")
-    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/csv; charset=utf-8"
     text = resp.content.decode("utf-8-sig")
     lines = text.strip().splitlines()
     assert lines[0].startswith("指标,名称,单位") and len(lines) == 1 + len(truth["years"][YEAR][COUNTY])
