@@ -100,13 +100,19 @@ def viewer_run(small_demo, settings, registry, pool, lantu_serve, tmp_path_facto
         tileset = f"{url}/tiles/blueprint/WebMercatorQuad?f=tilejson"
         viewable = {who: {v["id"] for v in requests.get(tileset, headers=h, timeout=30).json()["vector_layers"]}
                     for who, h in (("anonymous", {}), ("good", {"X-API-Key": good_key}))}
-        yield {"report": result, "truth": truth, "site": site, "town": town, "plan": plan, "conflict": conflict,
+        landing = requests.get(f"{url}/?f=html", timeout=30).text
+        yield {"landing": landing, "report": result, "truth": truth, "site": site, "town": town, "plan": plan,
+               "conflict": conflict,
                "check": check, "town_doc": town_doc, "key_status": key_status.status_code,
                "viewable": viewable}
 
 
 def test_no_request_leaves_loopback(viewer_run):
     assert viewer_run["report"]["external"] == []
+
+
+def test_landing_page_links_the_viewer(viewer_run):
+    assert 'href="viewer"' in viewer_run["landing"]
 
 
 def test_page_loads_without_console_errors_and_cjk_renders(viewer_run, registry):
