@@ -33,7 +33,7 @@ async function newPage(browser, viewport, label) {
   return { context, page };
 }
 
-async function settle(page, timeout = 30000) {
+async function settle(page, timeout = 60000) {
   await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout });
   await page.waitForFunction(() => {
     const m = window.lantuViewer.map;
