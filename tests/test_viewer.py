@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,22 @@ def _hex_rgb(colour: str) -> tuple[int, int, int]:
 def _centre_pixel(png: str) -> tuple[int, int, int]:
     with Image.open(png) as img:
         return img.convert("RGB").getpixel((1, 1))
+
+
+def _zipped_shapefile(geometry: dict, work: Path) -> Path:
+    """The site as a zipped Shapefile in EPSG:4547 (the county's Gauss-Krüger zone), as a planner would upload it."""
+    import pyogrio
+    import shapely
+
+    folder = work / "shp"
+    folder.mkdir()
+    pyogrio.raw.write(str(folder / "site.shp"), geometry=[shapely.to_wkb(shape(geometry))], field_data=[], fields=[],
+                      crs="EPSG:4547", driver="ESRI Shapefile", geometry_type="Polygon")
+    target = work / "site.zip"
+    with zipfile.ZipFile(target, "w") as zf:
+        for part in folder.iterdir():
+            zf.write(part, part.name)
+    return target
 
 
 def _role_with_view_rights(registry) -> tuple[str, str]:
@@ -64,6 +81,7 @@ def viewer_run(small_demo, settings, registry, pool, lantu_serve, tmp_path_facto
     site_file = work / "site.geojson"
     site_file.write_text(json.dumps({"type": "Feature", "properties": {"name": SITE}, "geometry": site["geometry"]}))
     point = shape(site["geometry"]).representative_point()
+    site_zip = _zipped_shapefile(site["geometry_epsg4547"], work)
     # another planted red-line feature (a three-control-lines conflict) to look up by BSM
     red_bsms = [c["bsm"][c["layers"].index(RED_LINE)] for c in truth["conflicts"] if RED_LINE in c["layers"]]
     other = next(b for b in red_bsms if b not in site["layers"][RED_LINE]["bsm"])
@@ -75,6 +93,7 @@ def viewer_run(small_demo, settings, registry, pool, lantu_serve, tmp_path_facto
         plan = {"url": url, "out_dir": str(work), "chromium": shutil.which("chromium") or "/usr/bin/chromium",
                 "point": [point.x, point.y], "layer_zh": registry.get(RED_LINE).name_zh,
                 "town_query": town["name"][:2], "bsm_query": other, "site_file": str(site_file),
+                "site_zip": str(site_zip),
                 "project_name": f"{town['name']}测试项目",
                 "rule_set": "urban-vs-landuse", "api_key": "lantu-viewer-test-not-a-key", "good_key": good_key,
                 "basemaps_off": [lid for lid in ("electronic_map", "dem") if registry.get(lid)]}
@@ -188,6 +207,13 @@ def test_control_line_check_verdict_hits_and_pdf(viewer_run):
     text = subprocess.run(["pdftotext", "-enc", "UTF-8", check["pdf"], "-"], capture_output=True, text=True,
                           check=True).stdout
     assert "禁止" in text and viewer_run["plan"]["project_name"] in text
+
+
+def test_control_line_check_of_an_uploaded_shapefile(viewer_run):
+    """The same site as a zipped Shapefile in EPSG:4547: the same verdict and features as the GeoJSON upload."""
+    zipped, geojson = viewer_run["report"]["steps"]["check_zip"], viewer_run["report"]["steps"]["check"]
+    assert zipped["verdict"] == viewer_run["check"]["verdict"]
+    assert sorted(map(tuple, zipped["hits"])) == sorted(map(tuple, geojson["hits"]))
 
 
 def test_conflict_panel_matches_the_process(viewer_run):

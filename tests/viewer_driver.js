@@ -210,6 +210,17 @@ async function desktop(browser) {
   steps.check.pdf_name = pdf.suggestedFilename();
 
   mark("before 5."); report["errors_before_5"] = report.console_errors.length;
+  // 4b. the same site as a zipped Shapefile (sent as base64 with its media type)
+  if (plan.site_zip) {
+    await page.setInputFiles("#site-file", plan.site_zip);
+    await page.waitForFunction(() => /\.zip/.test(document.getElementById("site-status").textContent), null, { timeout: 10000 });
+    await page.click("#check-run");
+    await page.waitForSelector("#verdict", { timeout: 60000 });
+    steps.check_zip = await page.evaluate(() => ({
+      verdict: document.getElementById("verdict").textContent,
+      hits: Array.from(document.querySelectorAll("#check-result .hit")).map((h) => [h.dataset.layer, h.dataset.bsm]) }));
+  }
+
   // 5. 差异图斑: conflict-check with a rule set, the summary by class, the CSV export
   if (shots) await page.evaluate(() => ["planned_land_use", "eco_red_line", "basic_farmland", "urban_dev_boundary"].forEach((id) => window.lantuViewer.setVisible(id, false)));
   await page.click("#tabs button[data-tab=conflict]");

@@ -435,6 +435,9 @@
       state.hitFeatures = feats.filter(Boolean);
       state.map.getSource("hits").setData({ type: "FeatureCollection", features: state.hitFeatures });
     });
+    if (res.site && res.site.geometry) {  // the site as the process read it (also for uploaded files)
+      state.map.getSource("site").setData({ type: "Feature", properties: {}, geometry: { type: res.site.geometry.type, coordinates: res.site.geometry.coordinates } });
+    }
     if (res.site && res.site.bbox) { var b = res.site.bbox; state.map.fitBounds([[b[0], b[1]], [b[2], b[3]]], { padding: 80, maxZoom: 14, duration: 0 }); }
   }
   function download(path, filename) {  // fetched with the caller's credentials, then saved
