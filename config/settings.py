@@ -72,6 +72,7 @@ class Settings(BaseModel):
     check_buffer_m: float = Field(500.0, ge=0, le=100_000)
     indicators_config: Path | None = None  # null → config/indicators.yaml (issue 11)
     indicator_snapshot_date: str = Field("12-31", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+    tile_queries_per_worker: int = Field(2, ge=1, le=64)
     policy_file: Path | None = None
     oidc_issuers: tuple[dict, ...] = ()
     rate_limit_per_minute: int = Field(0, ge=0)
