@@ -371,7 +371,7 @@ def audit() -> None:
 @click.option("--since", default="1 day", show_default=True, help="a PostgreSQL interval, e.g. '7 days'")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
 def audit_access(who: str | None, layer: str | None, since: str, limit: int) -> None:
-    rows = _audit_rows("SELECT at, who, protocol, action, array_to_string(layers, ','), status, path "
+    rows = _audit_rows("SELECT at, who, protocol, action, array_to_string(layers, ','), status, requests, path "
                        "FROM lantu.access_log WHERE at > now() - %s::interval AND (%s::text IS NULL OR who = %s) "
                        "AND (%s::text IS NULL OR %s = ANY(layers)) ORDER BY at DESC LIMIT %s",
                        (since, who, who, layer, layer, limit))
@@ -511,6 +511,20 @@ def catalog_harvest(url: str, kind: str) -> None:
 
     settings, _, pool = _catalog_env()
     click.echo(harvest(settings, pool, url, kind).line())
+
+
+@catalog.command("sources")
+def catalog_sources() -> None:
+    """The harvest sources and peers: last complete run, its counts, and where an interrupted run resumes."""
+    from lantu.providers.catalog_store import harvest_sources
+
+    _, _, pool = _catalog_env()
+    for src in harvest_sources(pool):
+        report = src["last_report"] or {}
+        resume = f", resumes at record {src['resume_position']}" if src["resume_position"] else ""
+        click.echo(f"{src['url']} ({src['type']}{', peer ' + src['peer'] if src['peer'] else ''}): last complete "
+                   f"{src['last_completed'] or 'never'}, added {report.get('added', 0)}, updated "
+                   f"{report.get('updated', 0)}, removed {report.get('removed', 0)}{resume}")
 
 
 @catalog.command("sync")

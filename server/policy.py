@@ -215,16 +215,26 @@ class AccessLog:
                     self._thread.start()
 
     def flush(self) -> int:
-        rows = []
-        while not self._queue.empty() and len(rows) < 5000:
-            rows.append(self._queue.get())
-        if rows:
+        """Write the queued requests, one row per (caller, protocol, action, layers, status) with its count
+        (the time and path of the first)."""
+        merged: dict[tuple, list] = {}
+        taken = 0
+        while not self._queue.empty() and taken < 20000:
+            at, who, protocol, action, layers, status, path = self._queue.get()
+            taken += 1
+            key = (who, protocol, action, tuple(layers), status)
+            if key in merged:
+                merged[key][-1] += 1
+            else:
+                merged[key] = [at, who, protocol, action, list(layers), status, path, 1]
+        if merged:
             from psycopg2.extras import execute_values
 
             with self._pool_getter().connection() as conn, conn.cursor() as cur:  # one statement per batch
-                execute_values(cur, "INSERT INTO lantu.access_log (at, who, protocol, action, layers, status, path) "
-                               "VALUES %s", rows, template="(%s, %s, %s, %s, %s::text[], %s, %s)", page_size=1000)
-        return len(rows)
+                execute_values(cur, "INSERT INTO lantu.access_log (at, who, protocol, action, layers, status, path, "
+                               "requests) VALUES %s", list(merged.values()),
+                               template="(%s, %s, %s, %s, %s::text[], %s, %s, %s)", page_size=1000)
+        return taken
 
     def _run(self) -> None:
         last_prune = 0.0
