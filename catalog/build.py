@@ -165,13 +165,15 @@ def _remove_stale(cur, settings: Settings, keep: set[str]) -> int:
 
 class Refresher:
     """Checks the change log at most once a second and refreshes the records when it moved (like the
-    collections' extents in server/collections.py), so records follow loads without a restart."""
+    collections' extents in server/collections.py), so records follow loads without a restart. The first
+    check of a process compares every record (the registry or the settings — public URL, organisation — may
+    have changed since the records were written); unchanged records are left as they are."""
 
     def __init__(self, settings: Settings, registry: Registry, pool_getter):
         self.settings, self.registry, self._pool_getter = settings, registry, pool_getter
         self._lock = threading.Lock()
         self._checked_at = 0.0
-        self._seen: int | None = None
+        self._compared = False
 
     def maybe_refresh(self) -> None:
         now = time.monotonic()
@@ -180,6 +182,10 @@ class Refresher:
                 return
             self._checked_at = now
             pool = self._pool_getter()
+            if not self._compared:
+                refresh(self.settings, self.registry, pool, full=True)
+                self._compared = True
+                return
             with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
                 cur.execute("SELECT (SELECT coalesce(max(id), 0) FROM lantu.change_log), "
                             "(SELECT value FROM catalog.state WHERE key = 'change_log_position')")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from urllib.parse import quote
 
-from lantu.config.registry import Layer, Registry
+from lantu.config.registry import Layer
 from lantu.config.settings import Settings
 from lantu.providers.catalog_store import LayerFacts
 
@@ -257,12 +257,3 @@ def render(mcf: dict, datestamp: str) -> str:
     # reference system from that extent: state the data's real reference system, CGCS2000.
     return xml.replace("<gco:CharacterString>urn:ogc:def:crs:EPSG:4326</gco:CharacterString>",
                        f"<gco:CharacterString>urn:ogc:def:crs:EPSG::{CGCS2000}</gco:CharacterString>", 1)
-
-
-def generate(settings: Settings, registry: Registry, facts: Mapping[str, LayerFacts],
-             process_titles: Mapping[str, tuple[str, str]], county_extent: tuple | None) -> list[Generated]:
-    out = [Generated(layer_identifier(settings, layer.id), "layer",
-                     layer_mcf(settings, layer, facts[layer.id], county_extent)) for layer in registry]
-    out += [Generated(service_identifier(settings, s.name), "service", service_mcf(settings, s, county_extent))
-            for s in services(process_titles)]
-    return out

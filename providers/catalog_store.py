@@ -44,14 +44,6 @@ def create_records_table(pool: Pool, name: str) -> None:
         conn.commit()
 
 
-def record_columns(pool: Pool, table: str = RECORDS) -> list[str]:
-    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-                    "AND table_name = %s AND column_name <> 'wkb_geometry' ORDER BY ordinal_position",
-                    (SCHEMA, table))
-        return [row[0] for row in cur.fetchall()]
-
-
 def upsert_records(cur: psycopg2.extensions.cursor, rows: Sequence[Mapping[str, Any]],
                    table: str = RECORDS) -> None:
     """Insert or replace records (dicts of column → value) inside the caller's transaction."""
@@ -70,13 +62,6 @@ def delete_records(cur: psycopg2.extensions.cursor, identifiers: Iterable[str], 
         return 0
     cur.execute(sql.SQL("DELETE FROM {} WHERE identifier = ANY(%s)").format(records_table(table)), (ids,))
     return cur.rowcount
-
-
-def identifiers_from(pool: Pool, mdsource: str, table: str = RECORDS) -> set[str]:
-    with pool.connection(autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT identifier FROM {} WHERE mdsource = %s").format(records_table(table)),
-                    (mdsource,))
-        return {row[0] for row in cur.fetchall()}
 
 
 def record_xml(pool: Pool, identifier: str, table: str = RECORDS) -> str | None:

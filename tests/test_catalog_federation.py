@@ -108,8 +108,9 @@ def homes(tmp_path_factory, settings, ports, city_url_db, registry):
                     f"  - {{name: county, url: 'http://127.0.0.1:{ports['county']}/csw'}}\n")
     city_settings = load_settings(environ={"LANTU_HOME": str(city_home), "LANTU_SETTINGS": str(city)})
     city_pool = prepare(city_settings, registry, start=False)
-    return {"county": (county_home, county), "city": (city_home, city), "work": work, "city_pool": city_pool,
-            "city_settings": city_settings}
+    yield {"county": (county_home, county), "city": (city_home, city), "work": work, "city_pool": city_pool,
+           "city_settings": city_settings}
+    city_pool.close()
 
 
 def cli(home: Path, settings_file: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -202,6 +203,9 @@ def test_sync_harvest_load_and_interrupted_sync(homes, ports, small_demo, pool, 
         assert discoverable(registry) <= county_ids
         assert not any(i.startswith(f"{COUNTY}:layer:") and i not in discoverable(registry) for i in county_ids)
         assert "complete" in first.stdout and f"added {len(county_ids)}," in first.stdout
+        sources = cli(city_home, city_file, "catalog", "sources")
+        assert f"{source} (csw, peer county): last complete 20" in sources.stdout, sources.stdout
+        assert f"added {len(county_ids)}," in sources.stdout
         # re-run: nothing changed, nothing fetched
         again = cli(city_home, city_file, "catalog", "sync")
         assert again.returncode == 0 and "added 0, updated 0, removed 0" in again.stdout, again.stdout
