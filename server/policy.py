@@ -247,8 +247,8 @@ class AccessLog:
                     with self._pool_getter().connection() as conn, conn.cursor() as cur:
                         cur.execute("DELETE FROM lantu.access_log WHERE at < now() - make_interval(days => %s)",
                                     (self.retention_days,))
-            except Exception:  # the database is down: keep the rows for the next try (bounded by memory)
-                log.warning("access log: could not write; will retry", exc_info=True)
+            except Exception as exc:  # the database is down or restarting: the next flush retries what is queued
+                log.warning("access log: could not write (%s); will retry", type(exc).__name__)
 
 
 def install(app: Flask, resolver, the_policy: Policy, settings, pool_getter) -> None:

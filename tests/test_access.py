@@ -383,6 +383,24 @@ def test_part4_edits_round_trip_with_optimistic_locking(server, headers, pool):
     changes = rows(pool, "SELECT operation FROM lantu.change_log WHERE layer = %s AND details->>'fid' = %s "
                          "ORDER BY id", (PUBLIC, str(fid)))
     assert [c[0] for c in changes] == ["edit", "edit", "edit", "delete"]
+    # the layer's catalog record follows the edits (its lineage names the last change and who made it)
+    deadline = time.monotonic() + 10
+    while True:  # the catalog reads the change log at most once a second
+        lineage = _record_lineage(url, headers["admin"], PUBLIC)
+        if "operation delete, by dept-a-" in lineage or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "operation delete, by dept-a-" in lineage, lineage
+
+
+def _record_lineage(url: str, admin: dict, layer: str) -> str:
+    answer = requests.get(f"{url}/csw", headers=admin, timeout=60, params={
+        "service": "CSW", "version": "2.0.2", "request": "GetRecordById", "id": f"urn:lantu:430121:layer:{layer}",
+        "outputschema": "http://www.isotc211.org/2005/gmd", "elementsetname": "full"})
+    assert answer.status_code == 200, answer.text[:300]
+    root = etree.fromstring(answer.content, etree.XMLParser(resolve_entities=False, no_network=True))
+    ns = {"gmd": "http://www.isotc211.org/2005/gmd", "gco": "http://www.isotc211.org/2005/gco"}
+    return root.findtext(".//gmd:lineage//gmd:statement/gco:CharacterString", namespaces=ns) or ""
 
 
 def test_part4_edit_refreshes_the_cached_tiles_of_the_area(server, headers, pool):
