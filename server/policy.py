@@ -247,7 +247,7 @@ class AccessLog:
                     with self._pool_getter().connection() as conn, conn.cursor() as cur:
                         cur.execute("DELETE FROM lantu.access_log WHERE at < now() - make_interval(days => %s)",
                                     (self.retention_days,))
-            except Exception as exc:  # the database is down or restarting: the next flush retries what is queued
+            except Exception as exc:  # the database is away: this batch is lost, later ones are written once it is back
                 log.warning("access log: could not write (%s); will retry", type(exc).__name__)
 
 
