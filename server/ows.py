@@ -17,7 +17,14 @@ from lantu.server import fcgi
 from lantu.server.context import lantu
 from lantu.server.errors import ows_exception, wms_exception
 from lantu.server.mapserver_pool import socket_paths
-from lantu.server.policy import Denied, deny_response, filter_capabilities, registry_layers, require
+from lantu.server.policy import (
+    Denied,
+    capabilities_cache,
+    deny_response,
+    filter_capabilities,
+    registry_layers,
+    require,
+)
 
 bp = Blueprint("ows", __name__)
 MAX_BODY = 20 * 1024 * 1024
@@ -123,6 +130,10 @@ def ows() -> Response:
     denied = _posted_layers_denied(service, body)
     if denied is not None:
         return denied
+    cache_key = capabilities_cache().key() if request.method == "GET" and \
+        _operation(pairs, body) == "getcapabilities" else None
+    if cache_key is not None and (cached := capabilities_cache().get(cache_key)) is not None:
+        return cached
     settings = lantu().settings
     sockets = [str(p) for p in socket_paths(settings.run_dir, settings.mapserver_workers)]
     random.shuffle(sockets)  # spread load; a dead worker's socket is skipped below
@@ -140,7 +151,10 @@ def ows() -> Response:
         body = _relabel_north_first(body)
     if _operation(pairs, body) == "getcapabilities":
         body = filter_capabilities(body, service)  # only the layers this caller may use
-    return Response(body, status=answer.status, headers=headers)
+    resp = Response(body, status=answer.status, headers=headers)
+    if cache_key is not None:
+        capabilities_cache().put(cache_key, resp)
+    return resp
 
 
 _TYPENAMES = re.compile(rb'typeNames?\s*=\s*["\']([^"\']+)["\']', re.IGNORECASE)

@@ -361,3 +361,50 @@ def filter_capabilities(body: bytes, protocol: str) -> bytes:
                 not any(_local(c.tag) == "Layer" for c in node) and _local(node.getparent().tag) != "Capability":
             node.getparent().remove(node)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+class CapabilitiesCache:
+    """Capabilities documents as each role sees them, kept until the data change (change log) or the server
+    restarts (the policy is read at start): a caller's GetCapabilities is answered without asking the engine
+    again or filtering again. Keyed by path, parameters (the API key left out) and the caller's rights."""
+
+    def __init__(self, size: int = 128):
+        self.size = size
+        self._entries: dict[tuple, tuple[int, int, list, bytes]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key() -> tuple:
+        params = tuple(sorted((k.upper(), v) for k, v in request.args.items(multi=True) if k.upper() != "API_KEY"))
+        return request.path, params, identity().signature
+
+    @staticmethod
+    def _version() -> int:
+        from lantu.providers.changelog import current_change
+        from lantu.server.context import lantu
+
+        return current_change(lantu().pool)
+
+    def get(self, key: tuple) -> Response | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] != self._version():
+            return None
+        return Response(entry[3], status=entry[1], headers=entry[2])
+
+    def put(self, key: tuple, resp: Response) -> None:
+        if resp.status_code != 200:
+            return
+        entry = (self._version(), resp.status_code, [(k, v) for k, v in resp.headers.items()
+                                                      if k.lower() not in ("content-length", "date")], resp.get_data())
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = entry
+
+
+def capabilities_cache() -> CapabilitiesCache:
+    app = current_app
+    if "lantu.capabilities" not in app.extensions:
+        app.extensions["lantu.capabilities"] = CapabilitiesCache()
+    return app.extensions["lantu.capabilities"]

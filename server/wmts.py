@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, request
 from lantu.server.context import lantu
 from lantu.server.errors import ows_exception
 from lantu.server.formats import whole_number
-from lantu.server.policy import filter_capabilities
+from lantu.server.policy import capabilities_cache, filter_capabilities
 
 bp = Blueprint("wmts", __name__)
 KVP_OPERATIONS = {"getcapabilities", "gettile", "getfeatureinfo"}
@@ -71,6 +71,10 @@ def _call(path_info: str, kvp: bool = False) -> Response:
         return ows_exception("NoApplicableCode", "the tile service is not configured on this server", status=503,
                              version="1.0.0")
     invalidator().sync()  # drop tiles of areas changed since the last look (at most once a second)
+    capabilities = _capabilities_kind(path_info)
+    cache_key = capabilities_cache().key() if capabilities else None
+    if cache_key is not None and (cached := capabilities_cache().get(cache_key)) is not None:
+        return cached
     captured: dict = {}
 
     def start_response(status, headers, exc_info=None):
@@ -80,13 +84,23 @@ def _call(path_info: str, kvp: bool = False) -> Response:
     if kvp:  # MapProxy answers KVP at /service and advertises that path; Lantu serves it at /wmts
         base = lantu().settings.public_url.encode()
         body = body.replace(base + b"/service?", base + b"/wmts?")
+    if capabilities:
+        body = filter_capabilities(body, capabilities)  # only the layers this caller may view
+    resp = Response(body, status=int(captured["status"].split()[0]),
+                    headers=[(k, v) for k, v in captured["headers"] if k.lower() != "content-length"])
+    if cache_key is not None:
+        capabilities_cache().put(cache_key, resp)
+    return resp
+
+
+def _capabilities_kind(path_info: str) -> str | None:
+    """"WMTS" or "TMS" when the request asks for a capabilities document (which lists layers), else None."""
     if path_info.endswith("WMTSCapabilities.xml") or request.args.get("REQUEST", request.args.get(
             "request", "")).lower() == "getcapabilities":
-        body = filter_capabilities(body, "WMTS")  # only the layers this caller may view
-    elif path_info.startswith("/tms/") and path_info.rstrip("/").count("/") <= 2:
-        body = filter_capabilities(body, "TMS")
-    return Response(body, status=int(captured["status"].split()[0]),
-                    headers=[(k, v) for k, v in captured["headers"] if k.lower() != "content-length"])
+        return "WMTS"
+    if path_info.startswith("/tms/") and path_info.rstrip("/").count("/") <= 2:
+        return "TMS"
+    return None
 
 
 def _bad(text: str, locator: str, code: str = "InvalidParameterValue") -> Response:
