@@ -29,16 +29,30 @@ class BadCredentials(Exception):
 class Issuer:
     issuer: str
     audience: str | None
-    jwks: dict  # a JWK set
+    jwks: dict | None  # a JWK set read from a file, or
+    jwks_client: jwt.PyJWKClient | None = None  # the issuer's JWKS endpoint (keys cached, refetched on a new kid)
     roles_claim: str = "roles"
     attribute_claims: tuple[str, ...] = ("xzqdm",)
 
+    def key_for(self, token: str):
+        if self.jwks_client is not None:
+            return self.jwks_client.get_signing_key_from_jwt(token).key
+        kid = jwt.get_unverified_header(token).get("kid")
+        jwk = next((k for k in (self.jwks or {}).get("keys", []) if kid is None or k.get("kid") == kid), None)
+        if jwk is None:
+            raise BadCredentials("the bearer token's signing key is unknown")
+        return jwt.PyJWK(jwk).key
+
 
 def load_issuers(settings: Settings) -> list[Issuer]:
+    """The trusted issuers: each with ``jwks_file`` (a JWK set on disk) or ``jwks_url`` (its JWKS endpoint)."""
     out = []
     for entry in settings.oidc_issuers:
-        jwks = json.loads(Path(entry["jwks_file"]).read_text("utf-8"))
-        out.append(Issuer(entry["issuer"], entry.get("audience"), jwks, entry.get("roles_claim", "roles"),
+        if "jwks_url" in entry:
+            jwks, client = None, jwt.PyJWKClient(entry["jwks_url"], cache_keys=True, lifespan=3600, timeout=10)
+        else:
+            jwks, client = json.loads(Path(entry["jwks_file"]).read_text("utf-8")), None
+        out.append(Issuer(entry["issuer"], entry.get("audience"), jwks, client, entry.get("roles_claim", "roles"),
                           tuple(entry.get("attribute_claims", ("xzqdm",)))))
     return out
 
@@ -89,15 +103,13 @@ class IdentityResolver:
         if issuer is None:
             raise BadCredentials("the bearer token's issuer is not trusted here")
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            jwk = next((k for k in issuer.jwks.get("keys", []) if kid is None or k.get("kid") == kid), None)
-            if jwk is None:
-                raise BadCredentials("the bearer token's signing key is unknown")
-            key = jwt.PyJWK(jwk).key
+            key = issuer.key_for(token)
             claims = jwt.decode(token, key, algorithms=["RS256", "ES256", "PS256"], audience=issuer.audience,
                                 issuer=issuer.issuer, options={"require": ["exp", "iss", "sub"]})
         except jwt.ExpiredSignatureError:
             raise BadCredentials("the bearer token has expired") from None
+        except jwt.PyJWKClientError as exc:
+            raise BadCredentials(f"the issuer's signing keys could not be read ({type(exc).__name__})") from None
         except jwt.PyJWTError as exc:
             raise BadCredentials(f"the bearer token is not valid ({type(exc).__name__})") from None
         roles = claims.get(issuer.roles_claim) or []

@@ -515,3 +515,42 @@ def test_bearer_token_of_an_untrusted_issuer_is_refused(server, headers):
     garbage = base64.b64encode(b"not a token").decode()
     check_denial("ogcapi", requests.get(f"{url}/collections?f=json", headers={"Authorization": f"Bearer {garbage}"},
                                         timeout=30), 401)
+
+
+def test_tokens_verified_against_an_issuers_jwks_endpoint(settings, issuer_key, tmp_path):
+    """An issuer configured by its JWKS URL (as Keycloak and other OIDC servers publish it): the keys are
+    fetched from there; a token signed by another key is refused."""
+    import http.server
+    import threading
+
+    from lantu.config.settings import load_settings
+    from lantu.server.identity import BadCredentials, IdentityResolver
+
+    jwks = issuer_key[1].read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/realms/county/protocol/openid-connect/certs"
+        configured = load_settings(overrides={"home": str(settings.home), "pg_port": settings.pg_port,
+                                              "oidc_issuers": [{"issuer": ISSUER, "audience": "lantu",
+                                                                "jwks_url": url}]}, environ={})
+        resolver = IdentityResolver(configured, lambda: None)
+        good = token(issuer_key[0], roles=["water"], exp_in=600, xzqdm="430121104000")
+        who = resolver.resolve({"Authorization": f"Bearer {good}"}, {})
+        assert who.authenticated and who.roles == frozenset({"water"}) and who.attributes == {"xzqdm": "430121104000"}
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with pytest.raises(BadCredentials):
+            resolver.resolve({"Authorization": "Bearer " + token(other, roles=["admin"], exp_in=600)}, {})
+    finally:
+        httpd.shutdown()
