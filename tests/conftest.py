@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 
 from lantu.config.registry import Registry, load_registry
 from lantu.config.settings import Settings, load_settings
@@ -109,37 +107,13 @@ def anonymous_may(registry):
 def _lantu_serve(settings: Settings, port: int, work: Path, extra_settings: str = ""):
     """Run ``lantu serve`` (gunicorn, 2 workers) over the session database until the block ends; yields
     ``(url, log path, process)`` once ``/healthz`` answers 200. ``extra_settings``: more YAML lines."""
+    from lantu_process import serve_process
+
     settings_file = work / "settings.yaml"
     settings_file.write_text(f"pg_port: {settings.pg_port}\npublic_url: http://127.0.0.1:{port}\n{extra_settings}")
-    env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL", "LANTU_BIND")}
-    env.update(LANTU_HOME=str(settings.home), LANTU_SETTINGS=str(settings_file))
     log = work / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lantu.server.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"lantu serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lantu serve not healthy within 60 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.25)
+    with serve_process(settings.home, settings_file, port, log, timeout_s=60) as (url, process):
         yield url, log, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,14 @@ of capabilities and OGC API sources, incremental re-runs, and the SSRF refusal."
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
+from lantu_process import serve_process, stop
 from lxml import etree
 
 from lantu.config.settings import load_settings
@@ -38,42 +37,9 @@ def discoverable(registry) -> set[str]:
     return {f"{PREFIX}:layer:{layer.id}" for layer in registry if policy.allows(ANONYMOUS, layer.id, "discover")}
 
 
-@contextmanager
 def serve(home: Path, settings_file: Path, port: int, log: Path):
     """``lantu serve`` on a fixed port (a restarted peer must come back at the same URL)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LANTU_DATABASE_URL", "LANTU_PUBLIC_URL", "LANTU_BIND")}
-    env.update(LANTU_HOME=str(home), LANTU_SETTINGS=str(settings_file))
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "lantu.server.cli", "serve", "--bind",
-                                    f"127.0.0.1:{port}", "--workers", "2"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"lantu serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lantu serve not healthy within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url, process
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return serve_process(home, settings_file, port, log)
 
 
 @pytest.fixture(scope="module")
