@@ -71,9 +71,7 @@ def _content_crs() -> crs_mod.OutputCrs:
 
 
 def _checked(layer, properties: dict, geometry: dict | None) -> tuple[dict, shapely.Geometry]:
-    """One feature through the loader's checks: typed row (registry codes) and its EPSG:4490 geometry."""
-    if not isinstance(properties, dict):
-        raise InvalidParameter("properties must be an object", locator="properties")
+    """A feature from the request (geometry in CRS84 or Content-Crs) through the loader's checks."""
     if not isinstance(geometry, dict):
         raise InvalidParameter("the feature has no geometry", locator="geometry")
     try:
@@ -81,6 +79,14 @@ def _checked(layer, properties: dict, geometry: dict | None) -> tuple[dict, shap
     except (shapely.errors.GEOSException, ValueError, TypeError) as exc:
         raise InvalidParameter(f"the geometry is not readable GeoJSON ({str(exc)[:100]})", locator="geometry") \
             from None
+    return _qc(layer, properties, geom)
+
+
+def _qc(layer, properties: dict, geom: shapely.Geometry) -> tuple[dict, shapely.Geometry]:
+    """One feature (geometry in EPSG:4490) through the loader's checks: its typed row (registry codes) and
+    geometry as stored; a 400 naming the first field or the geometry when a check fails."""
+    if not isinstance(properties, dict):
+        raise InvalidParameter("properties must be an object", locator="properties")
     names = list(properties)
     checked = qc.run_checks(layer, lantu().registry, field_names=names, columns=[[properties[n]] for n in names],
                             wkb=[shapely.to_wkb(geom)], declared_crs="EPSG:4490")
@@ -131,20 +137,10 @@ def update(cid: str, fid: str) -> Response:
     props = {k: v for k, v in props.items() if v is not None}
     geometry = patch.get("geometry") or None
     if geometry is None:  # keep the stored geometry (already in the storage CRS, x = longitude)
-        row, geom = _checked_storage(layer, props, stored["geometry"])
+        row, geom = _qc(layer, props, shapely.from_geojson(json.dumps(stored["geometry"])))
     else:
         row, geom = _checked(layer, props, geometry)
     return _write(cid, layer, number, row, geom, "update")
-
-
-def _checked_storage(layer, props: dict, geometry: dict):
-    names = list(props)
-    checked = qc.run_checks(layer, lantu().registry, field_names=names, columns=[[props[n]] for n in names],
-                            wkb=[shapely.to_wkb(shapely.from_geojson(json.dumps(geometry)))], declared_crs="EPSG:4490")
-    errors = [i for i in checked.issues if i.severity == "error"]
-    if errors:
-        raise InvalidParameter("; ".join(i.message for i in errors[:5]), locator=errors[0].field or "properties")
-    return checked.rows[0], checked.geometries[0]
 
 
 def _write(cid: str, layer, fid: int, row: dict, geom, operation: str) -> Response:
