@@ -98,21 +98,23 @@ def _tile_layer(cid: str, web_zoom: int) -> TileLayer:
     return TileLayer(cid, src, src.properties if detailed else _key_properties(src, layer))
 
 
+def _served_ids() -> list[str]:
+    """The vector layers served as collections, in registry order."""
+    return [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
+
+
 def _viewable_ids() -> list[str]:
-    ids = [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
-    return allowed_layers("view", ids)
+    return allowed_layers("view", _served_ids())
 
 
 def _blueprint_name(viewable: list[str]) -> str:
     """The cache tileset of the blueprint as this caller may see it: one per set of viewable layers."""
-    everything = [layer.id for layer in lantu().registry.vector_layers() if layer.id in collections().infos]
-    if viewable == everything:
+    if viewable == _served_ids():
         return BLUEPRINT
     return f"{BLUEPRINT}~{zlib.crc32(','.join(viewable).encode()):08x}"
 
 
-def _blueprint_layers(web_zoom: int) -> list[TileLayer]:
-    viewable = set(_viewable_ids())
+def _blueprint_layers(web_zoom: int, viewable: set[str]) -> list[TileLayer]:
     chosen = [layer for layer in lantu().registry.vector_layers()
               if (layer.min_zoom or 0) <= web_zoom <= layer.max_zoom and layer.id in viewable]
     chosen.sort(key=lambda layer: (DRAW_ORDER[layer.geometry], layer.seq))
@@ -161,7 +163,9 @@ def collection_tile(cid: str, tms_id: str, z: str, y: str, x: str) -> Response:
 
 @bp.get("/tiles/blueprint/<tms_id>/<z>/<y>/<x>")
 def blueprint_tile(tms_id: str, z: str, y: str, x: str) -> Response:
-    return _tile_response(_blueprint_name(_viewable_ids()), _grid(tms_id), z, y, x, _blueprint_layers)
+    viewable = _viewable_ids()  # once per request: names the cache variant and, on a miss, the layers drawn
+    return _tile_response(_blueprint_name(viewable), _grid(tms_id), z, y, x,
+                          lambda web_zoom: _blueprint_layers(web_zoom, set(viewable)))
 
 
 # ---- tileset metadata -----------------------------------------------------------------------------
