@@ -14,6 +14,13 @@ from functools import cache
 from importlib import resources
 from types import MappingProxyType
 
+# Typical handling of each 差异图斑 class (cylx codes A/B/C), written into the XTYJ field of the 差异图斑 layer.
+DIFF_ADVICE = {
+    "A": "城规有、土规无：在规划期内确需建设的，以B类图斑释放的规模腾挪调入；否则城规调整为非建设用地",
+    "B": "土规有、城规无：已批已供或现状建设的纳入城规建设用地；否则调出土规建设用地规模用于A类腾挪",
+    "C": "城规建设占永久基本农田：城规让位于永久基本农田保护，调整为非建设用地",
+}
+
 
 @dataclass(frozen=True)
 class Code:

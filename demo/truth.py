@@ -22,6 +22,7 @@ import numpy as np
 import pyproj
 import shapely
 
+from lantu.config.codelists import DIFF_ADVICE
 from lantu.demo.county import planar_to_storage, storage_to_planar, towns
 from lantu.demo.features import Ctx, Features
 from lantu.demo.sites import SITES, ZERO_AREA_TRAPS
@@ -312,11 +313,6 @@ def _document(ctx: Ctx, feats: dict[str, Features], conflicts: list[dict]) -> di
 
 
 # ---- the 差异图斑 ledger --------------------------------------------------------------------------------
-ADVICE = {
-    "A": "城规有、土规无：在规划期内确需建设的，以B类图斑释放的规模腾挪调入；否则城规调整为非建设用地",
-    "B": "土规有、城规无：已批已供或现状建设的纳入城规建设用地；否则调出土规建设用地规模用于A类腾挪",
-    "C": "城规建设占永久基本农田：城规让位于永久基本农田保护，调整为非建设用地",
-}
 
 
 def discrepancy_ledger(ctx: Ctx, feats: dict[str, Features]) -> Features:
@@ -343,5 +339,5 @@ def discrepancy_ledger(ctx: Ctx, feats: dict[str, Features]) -> Features:
         geoms.append(w.atoms[idx[0]] if len(idx) == 1 else shapely.coverage_union_all(w.atoms[idx]))
         rows.append({"CYLX": key[0], "CGYD": feats["planned_land_use"].rows[key[1]]["YDDM"],
                      "TGYT": feats["construction_scale_boundary"].rows[key[2]]["GZQLXDM"], "XTZT": "待协调",
-                     "XTYJ": ADVICE[key[0]]})
+                     "XTYJ": DIFF_ADVICE[key[0]]})
     return Features("discrepancy_patches", rows, np.array(geoms, dtype=object))

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import shapely
 
+from lantu.config.codelists import DIFF_ADVICE
 from lantu.processes.base import RunContext
 from lantu.processes.overlay import OverlayClass, Patch
 from lantu.providers.tables import table_id
 from lantu.providers.writer import delete_features, write_features
 
-ADVICE = {
-    "A": "城规有、土规无：确需建设的以B类图斑释放的规模腾挪调入，否则城规调整为非建设用地",
-    "B": "土规有、城规无：已批已供或现状建设的纳入城规建设用地，否则调出土规建设用地规模用于A类腾挪",
-    "C": "城规建设占永久基本农田：城规让位于永久基本农田保护，调整为非建设用地",
-}
 LAYER = "discrepancy_patches"
 
 
@@ -37,9 +33,9 @@ def save_patches(ctx: RunContext, classes: list[OverlayClass], patches: list[Pat
         town = max(p.by_town, key=p.by_town.get) if p.by_town else ""
         codes = {cls.a: p.a_code, cls.b: p.b_code}
         rows.append({"BSM": f"430121{n:012d}", "YSDM": layer.ysdm, "XZQDM": town, "XZQMC": towns.get(town, ""),
-                     "MJ": round(p.planar_m2, 2), "CYLX": p.cls if p.cls in ADVICE else None,
+                     "MJ": round(p.planar_m2, 2), "CYLX": p.cls if p.cls in DIFF_ADVICE else None,
                      "CGYD": codes.get("planned_land_use"), "TGYT": codes.get("construction_scale_boundary"),
-                     "XTZT": "待解决", "XTYJ": ADVICE.get(p.cls, cls.title),
+                     "XTZT": "待解决", "XTYJ": DIFF_ADVICE.get(p.cls, cls.title),
                      "BZ": f"{cls.a}:{p.a_bsm} × {cls.b}:{p.b_bsm}"})
         geoms.append(shapely.from_geojson(p.geojson))
     with ctx.pool.connection() as conn:
